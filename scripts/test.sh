@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README names it and .ci/run calls it.
+# Installs what the integration tests need (OpenSSH's sshd and client) when missing and we are root;
+# otherwise says how to install it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v scp >/dev/null 2>&1 || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]} for the integration tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "the integration tests need ${need[*]}: install it (e.g. 'sudo apt-get install ${need[*]}') and run again" >&2
+    exit 2
+  fi
+fi
+
+cargo test --all-targets "$@"

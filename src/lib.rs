@@ -1,0 +1,10 @@
+//! imsg-bridge: connect an agent gateway to iMessage on a Mac running `imsg`.
+//!
+//! # Layout
+//! Data flows left to right: `transport` reaches `imsg rpc` (a local process or a native SSH
+//! connection), `rpc` speaks NDJSON JSON-RPC over it, `imsg` types the protocol, `envelope` turns an
+//! imsg message into what the agent receives, `gateway` supervises an account end to end and `state`
+//! keeps the cursors that make restarts lossless. `sim` is the `imsg`-compatible simulator behind
+//! `imsg-sim`. `cli` holds the subcommands; `anyhow` lives there and in `main` only.
+
+pub mod util;
