@@ -4,7 +4,10 @@
 //! Data flows left to right: `transport` reaches `imsg rpc` (a local process or a native SSH
 //! connection), `rpc` speaks NDJSON JSON-RPC over it, `imsg` types the protocol, `envelope` turns an
 //! imsg message into what the agent receives, `gateway` supervises an account end to end and `state`
-//! keeps the cursors that make restarts lossless. `sim` is the `imsg`-compatible simulator behind
-//! `imsg-sim`. `cli` holds the subcommands; `anyhow` lives there and in `main` only.
+//! keeps the cursors that make restarts lossless. `config` loads and validates the json5 file. `sim` is
+//! the `imsg`-compatible simulator behind `imsg-sim`. `cli` holds the subcommands; `anyhow` lives there
+//! and in `main` only.
 
+pub mod config;
+pub mod sim;
 pub mod util;

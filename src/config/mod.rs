@@ -1,0 +1,1 @@
+//! Configuration: json5 loading, raw → validated in two stages, account resolution and merge.

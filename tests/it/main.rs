@@ -1,0 +1,5 @@
+//! The integration test binary: real child processes, real SQLite, real sshd.
+//!
+//! One module per area; `support` holds the shared fixtures.
+
+mod support;
