@@ -9,5 +9,6 @@
 //! and in `main` only.
 
 pub mod config;
+pub mod rpc;
 pub mod sim;
 pub mod util;
