@@ -9,6 +9,9 @@
 //! and in `main` only.
 
 pub mod config;
+pub mod envelope;
+pub mod imsg;
 pub mod rpc;
 pub mod sim;
+pub mod transport;
 pub mod util;

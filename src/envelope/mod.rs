@@ -1,0 +1,295 @@
+//! The envelope: what the agent receives for each accepted inbound message (DESIGN §8), and the pure
+//! normalisation of an imsg message into it (sender normalisation, session key, formatted body).
+
+mod handle;
+mod text;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::imsg::Message;
+pub use handle::{is_valid_handle, normalize_handle};
+pub use text::{sanitize_header, strip_length_prefix, strip_length_prefix_bytes};
+
+/// The channel name in ids, session keys and envelopes.
+pub const CHANNEL: &str = "imessage";
+
+/// One inbound message as handed to the agent. Field names are snake_case and stable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `imessage:<account>:<message guid>`: stable across redelivery, the idempotency key.
+    pub id: String,
+    pub account: String,
+    pub channel: String,
+    /// chat.db ROWID of the message (the account's cursor).
+    pub rowid: i64,
+    pub session_key: String,
+    pub chat_type: ChatType,
+    /// Where a reply goes: `chat_id:<id>` for groups, `imessage:<sender>` for direct chats.
+    pub to: String,
+    pub chat: ChatInfo,
+    pub sender: Sender,
+    pub text: String,
+    /// The text as the agent should read it: `[iMessage <from> <when>] <body>`.
+    pub body: String,
+    pub was_mentioned: bool,
+    pub command_authorized: bool,
+    /// ISO-8601 UTC with milliseconds.
+    pub timestamp: String,
+    pub reply_to: Option<ReplyTo>,
+    pub history: Vec<HistoryEntry>,
+    pub media: Vec<Media>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatType {
+    Direct,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatInfo {
+    pub chat_id: i64,
+    pub guid: String,
+    pub identifier: String,
+    pub name: String,
+    pub participants: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sender {
+    /// As imsg reported it.
+    pub handle: String,
+    pub normalized: String,
+}
+
+/// The quoted message a reply refers to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub id: Option<String>,
+    pub body: Option<String>,
+    pub sender: Option<String>,
+}
+
+/// An earlier message of the conversation given as context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub sender: String,
+    pub body: String,
+    pub timestamp: String,
+    pub message_id: Option<String>,
+}
+
+/// One attachment and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    pub status: MediaStatus,
+    /// Local path of the staged (or, with the process transport, in-place) file.
+    pub path: Option<String>,
+    pub remote_path: String,
+    pub mime: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaStatus {
+    Ok,
+    Missing,
+    TooLarge,
+    OutsideRoots,
+    Denied,
+    Failed,
+}
+
+/// How direct chats map to agent sessions (`session.dmScope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DmScope {
+    /// Every DM shares the agent's main session.
+    #[default]
+    Main,
+    PerPeer,
+    PerChannelPeer,
+    PerAccountChannelPeer,
+}
+
+impl DmScope {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "main" => Some(Self::Main),
+            "per-peer" => Some(Self::PerPeer),
+            "per-channel-peer" => Some(Self::PerChannelPeer),
+            "per-account-channel-peer" => Some(Self::PerAccountChannelPeer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::PerPeer => "per-peer",
+            Self::PerChannelPeer => "per-channel-peer",
+            Self::PerAccountChannelPeer => "per-account-channel-peer",
+        }
+    }
+}
+
+/// What normalisation needs to know about the account and the agent.
+#[derive(Debug, Clone)]
+pub struct EnvelopeContext {
+    pub account: String,
+    pub agent_id: String,
+    pub dm_scope: DmScope,
+    pub main_key: String,
+}
+
+/// The session key of a conversation (reference §5.12).
+pub fn session_key(ctx: &EnvelopeContext, chat_type: ChatType, chat_id: i64, peer: &str) -> String {
+    let agent = &ctx.agent_id;
+    let peer = peer.to_lowercase();
+    match (chat_type, ctx.dm_scope) {
+        (ChatType::Group, _) => format!("agent:{agent}:{CHANNEL}:group:{chat_id}"),
+        (ChatType::Direct, DmScope::Main) => format!("agent:{agent}:{}", ctx.main_key),
+        (ChatType::Direct, DmScope::PerPeer) => format!("agent:{agent}:direct:{peer}"),
+        (ChatType::Direct, DmScope::PerChannelPeer) => format!("agent:{agent}:{CHANNEL}:direct:{peer}"),
+        (ChatType::Direct, DmScope::PerAccountChannelPeer) => {
+            format!("agent:{agent}:{CHANNEL}:{}:direct:{peer}", ctx.account)
+        }
+    }
+}
+
+/// The stable envelope id of a message.
+pub fn envelope_id(account: &str, msg: &Message) -> String {
+    if msg.guid.is_empty() {
+        // Very old schemas have no guid column; the ROWID is the next best stable key.
+        format!("{CHANNEL}:{account}:rowid:{}", msg.id)
+    } else {
+        format!("{CHANNEL}:{account}:{}", msg.guid)
+    }
+}
+
+/// Parse imsg's timestamp; `None` when it is not RFC 3339.
+pub fn parse_timestamp(created_at: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(created_at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Normalise an imsg message into an envelope. Policy fields (`was_mentioned`,
+/// `command_authorized`, `history`) and media are filled by later stages.
+pub fn normalize(msg: &Message, ctx: &EnvelopeContext) -> Envelope {
+    let chat_type = if msg.is_group {
+        ChatType::Group
+    } else {
+        ChatType::Direct
+    };
+    let normalized = normalize_handle(&msg.sender);
+    let text = strip_length_prefix(&msg.text).unwrap_or_else(|| msg.text.clone());
+    let when = parse_timestamp(&msg.created_at);
+    let timestamp = when
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| msg.created_at.clone());
+    let to = match chat_type {
+        ChatType::Group => format!("chat_id:{}", msg.chat_id),
+        ChatType::Direct => format!("{CHANNEL}:{}", msg.sender),
+    };
+    let chat = ChatInfo {
+        chat_id: msg.chat_id,
+        guid: msg.chat_guid.clone(),
+        identifier: msg.chat_identifier.clone(),
+        name: msg.chat_name.clone(),
+        participants: msg.participants.clone(),
+    };
+    let sender = Sender {
+        handle: msg.sender.clone(),
+        normalized,
+    };
+    let body = format_body(chat_type, &chat, &sender, when, text.trim());
+    let reply_to = reply_context(msg);
+    Envelope {
+        id: envelope_id(&ctx.account, msg),
+        account: ctx.account.clone(),
+        channel: CHANNEL.to_string(),
+        rowid: msg.id,
+        session_key: session_key(ctx, chat_type, msg.chat_id, &sender.normalized),
+        chat_type,
+        to,
+        chat,
+        sender,
+        text,
+        body,
+        was_mentioned: chat_type == ChatType::Direct,
+        command_authorized: false,
+        timestamp,
+        reply_to,
+        history: Vec::new(),
+        media: Vec::new(),
+    }
+}
+
+fn reply_context(msg: &Message) -> Option<ReplyTo> {
+    let id = msg.reply_to_guid.clone().or_else(|| {
+        msg.reply_to_id.as_ref().and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    });
+    let body = msg
+        .reply_to_text
+        .as_deref()
+        .map(|t| strip_length_prefix(t).unwrap_or_else(|| t.to_string()));
+    if id.is_none() && body.is_none() {
+        return None;
+    }
+    Some(ReplyTo {
+        id,
+        body,
+        sender: msg.reply_to_sender.clone(),
+    })
+}
+
+/// `[iMessage <fromLabel> <weekday> <YYYY-MM-DD HH:MM> UTC] <body>` (reference §5.10), in UTC.
+pub fn format_body(
+    chat_type: ChatType,
+    chat: &ChatInfo,
+    sender: &Sender,
+    when: Option<DateTime<Utc>>,
+    body: &str,
+) -> String {
+    let sender_label = if sender.handle.trim() == sender.normalized || sender.handle.is_empty() {
+        sender.normalized.clone()
+    } else {
+        format!("{} ({})", sender.normalized, sender.handle.trim())
+    };
+    let (from, body) = match chat_type {
+        ChatType::Group => {
+            let name = if chat.name.trim().is_empty() {
+                "Group"
+            } else {
+                chat.name.trim()
+            };
+            (
+                format!("{name} id:{}", chat.chat_id),
+                format!("{sender_label}: {body}"),
+            )
+        }
+        ChatType::Direct if sender.handle.trim() != sender.normalized && !sender.handle.is_empty() => (
+            format!("{} id:{}", sender.normalized, sender.handle.trim()),
+            body.to_string(),
+        ),
+        ChatType::Direct => (sender.normalized.clone(), body.to_string()),
+    };
+    let mut header = format!("iMessage {}", sanitize_header(&from));
+    if let Some(when) = when {
+        header.push(' ');
+        header.push_str(&when.format("%a %Y-%m-%d %H:%M UTC").to_string());
+    }
+    format!("[{header}] {body}")
+}
+
+#[cfg(test)]
+mod tests;
