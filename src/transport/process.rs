@@ -99,16 +99,14 @@ impl ProcessHandle {
             }
             let _ = exited.wait_for(Option::is_some).await;
         }
-        let info = *exited.borrow();
-        info
+        *exited.borrow()
     }
 
     /// Resolves when the child has exited.
     pub async fn wait(&self) -> Option<ExitInfo> {
         let mut exited = self.exited.clone();
         let _ = exited.wait_for(Option::is_some).await;
-        let info = *exited.borrow();
-        info
+        *exited.borrow()
     }
 }
 
