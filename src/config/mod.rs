@@ -162,12 +162,19 @@ fn parse_json5(text: &str) -> Result<Value, ConfigError> {
         return Ok(Value::Object(serde_json::Map::new()));
     }
     json5::from_str::<Value>(text).map_err(|err| {
-        // End-of-input errors carry no position: they happen at the end of the text.
+        // An end-of-input error outside any value carries no position: it is at the end of the text.
         let at = err
             .position()
             .unwrap_or_else(|| json5::Position::from_offset(text.len(), text));
         let message = match err.code() {
-            Some(code) => code.to_string(),
+            // json5 places end-of-input errors at the start of the value left open, so say so.
+            Some(code) => {
+                let text = code.to_string();
+                match text.strip_prefix("EOF parsing ") {
+                    Some(what) => format!("the file ends inside the {what} that starts here"),
+                    None => text,
+                }
+            }
             None => {
                 let full = err.to_string();
                 full.rfind(" at line ")
