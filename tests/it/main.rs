@@ -2,4 +2,5 @@
 //!
 //! One module per area; `support` holds the shared fixtures.
 
+mod config;
 mod support;
