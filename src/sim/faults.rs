@@ -15,15 +15,17 @@
 
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
+
 /// The fault knobs; all off by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Faults {
     /// Fail every database access as if Full Disk Access were missing.
-    #[arg(long = "fault-db-unavailable", env = "IMSG_SIM_FAULT_DB_UNAVAILABLE")]
+    #[arg(long = "fault-db-unavailable", env = "IMSG_SIM_FAULT_DB_UNAVAILABLE", value_parser = BoolishValueParser::new())]
     pub db_unavailable: bool,
 
     /// Write sent rows as inbound (is_from_me=0) first and flip them to outgoing ~200 ms later.
-    #[arg(long = "fault-echo-race", env = "IMSG_SIM_FAULT_ECHO_RACE")]
+    #[arg(long = "fault-echo-race", env = "IMSG_SIM_FAULT_ECHO_RACE", value_parser = BoolishValueParser::new())]
     pub echo_race: bool,
 
     /// End every subscription with an `error` notification after N message notifications.
@@ -35,7 +37,7 @@ pub struct Faults {
     pub watch_death_after: Option<u64>,
 
     /// Fail every send like a denied Automation permission (AppleScript error -1743).
-    #[arg(long = "fault-send-fails", env = "IMSG_SIM_FAULT_SEND_FAILS")]
+    #[arg(long = "fault-send-fails", env = "IMSG_SIM_FAULT_SEND_FAILS", value_parser = BoolishValueParser::new())]
     pub send_fails: bool,
 }
 

@@ -2,4 +2,5 @@
 //!
 //! One module per area; `support` holds the shared fixtures.
 
+mod sim;
 mod support;
