@@ -19,6 +19,7 @@ use clap::builder::BoolishValueParser;
 
 /// The fault knobs; all off by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Fault injection (flag or environment variable)")]
 pub struct Faults {
     /// Fail every database access as if Full Disk Access were missing.
     #[arg(long = "fault-db-unavailable", env = "IMSG_SIM_FAULT_DB_UNAVAILABLE", value_parser = BoolishValueParser::new())]
