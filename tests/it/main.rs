@@ -3,4 +3,5 @@
 //! One module per area; `support` holds the shared fixtures.
 
 mod config;
+mod sim;
 mod support;

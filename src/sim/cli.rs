@@ -1,0 +1,484 @@
+//! The `imsg-sim` command line: `init`, `inject`, `rpc`, and the `imsg` commands `chats`, `history`
+//! and `send`.
+//!
+//! Like `imsg`, the `chats`/`history`/`send` commands print their errors to stdout and exit 1. The
+//! simulator's own commands (`init`, `inject`, `rpc`) print errors to stderr: exit 2 for bad input,
+//! 1 for anything else. Usage errors exit 2. Every command accepts `--json`, `-v` and `--log-level`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::sim::db::{self, InjectSpec};
+use crate::sim::faults::Faults;
+use crate::sim::methods;
+use crate::sim::rpc::{self, Backend, ServeOptions};
+use crate::sim::{Dialect, SimError};
+use crate::util::expand_tilde;
+
+/// Where `imsg` finds Messages' database.
+const DEFAULT_DB: &str = "~/Library/Messages/chat.db";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imsg-sim",
+    version,
+    about = "An imsg-compatible simulator over a SQLite file with Apple's chat.db schema",
+    long_about = "An imsg-compatible simulator over a SQLite file with Apple's chat.db schema.\n\n\
+                  `imsg-sim rpc` speaks the `imsg rpc` JSON-RPC protocol on stdio (strict protocol v1, or the \
+                  0.9-era quirks with --baseline); `imsg-sim inject` plays Messages.app receiving a message."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The runtime flags `imsg` adds to every command.
+#[derive(Debug, Args)]
+struct Global {
+    /// Print JSON, one object per line.
+    #[arg(
+        long,
+        short = 'j',
+        global = true,
+        visible_alias = "json-output",
+        alias = "jsonOutput"
+    )]
+    json: bool,
+    /// Log more (debug level) to stderr.
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+    /// Log level for stderr: error, warn, info, debug or trace.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a chat.db with Apple's schema (WAL mode), optionally seeded.
+    Init(InitArgs),
+    /// Write an incoming message into the database, as Messages.app would.
+    Inject(InjectArgs),
+    /// Serve the imsg JSON-RPC protocol on stdin/stdout until stdin closes.
+    Rpc(RpcArgs),
+    /// List chats, most recent first.
+    Chats(ChatsArgs),
+    /// Show a chat's messages, newest first.
+    History(HistoryArgs),
+    /// Send a message (writes the outgoing rows).
+    Send(SendArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Seed {
+    /// One DM (+14155551212) and one group ("Family" with jane@example.com), one message each.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Path of the database to create.
+    #[arg(long, value_name = "PATH")]
+    db: String,
+    /// Seed the database.
+    #[arg(long, value_enum)]
+    seed: Option<Seed>,
+}
+
+#[derive(Debug, Args)]
+struct InjectArgs {
+    /// Path of the database.
+    #[arg(long, value_name = "PATH")]
+    db: String,
+    /// Sender handle, e.g. +14155551212 or jane@example.com.
+    #[arg(long, value_name = "HANDLE")]
+    from: String,
+    /// Deliver into this chat (created when it has the iMessage;-;HANDLE or iMessage;+;chatNNN form).
+    #[arg(long, value_name = "GUID", conflicts_with = "group")]
+    chat_guid: Option<String>,
+    /// Deliver into the group chat with this name (created on first use).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Other members of the group, comma separated.
+    #[arg(long, value_name = "HANDLES", value_delimiter = ',', requires = "group")]
+    participants: Vec<String>,
+    /// Message text.
+    #[arg(long)]
+    text: String,
+    /// A file to attach (repeatable); copied into Attachments/ beside the database.
+    #[arg(long, value_name = "FILE")]
+    attachment: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DbArg {
+    /// Path of the database.
+    #[arg(long, value_name = "PATH", env = "IMSG_SIM_DB", default_value = DEFAULT_DB)]
+    db: String,
+}
+
+impl DbArg {
+    fn path(&self) -> PathBuf {
+        expand_tilde(&self.db)
+    }
+}
+
+#[derive(Debug, Args)]
+struct RpcArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Imitate the 0.9-era server: lenient framing and params, serial processing, no initialize/status.
+    #[arg(long)]
+    baseline: bool,
+    #[command(flatten)]
+    faults: Faults,
+}
+
+#[derive(Debug, Args)]
+struct ChatsArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// How many chats.
+    #[arg(long, default_value_t = 20)]
+    limit: i64,
+}
+
+#[derive(Debug, Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The chat's id (from `chats`).
+    #[arg(long)]
+    chat_id: i64,
+    /// How many messages.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// Only messages from these senders (comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    participants: Vec<String>,
+    /// Only messages at or after this ISO-8601 time.
+    #[arg(long)]
+    start: Option<String>,
+    /// Only messages before this ISO-8601 time.
+    #[arg(long)]
+    end: Option<String>,
+    /// Show attachment details.
+    #[arg(long)]
+    attachments: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "target", required = true, multiple = false, args = ["to", "chat_id", "chat_identifier", "chat_guid"])]
+struct SendArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Recipient handle (phone number or email).
+    #[arg(long)]
+    to: Option<String>,
+    /// Send into this chat id.
+    #[arg(long)]
+    chat_id: Option<i64>,
+    /// Send into the chat with this identifier.
+    #[arg(long)]
+    chat_identifier: Option<String>,
+    /// Send into the chat with this guid.
+    #[arg(long)]
+    chat_guid: Option<String>,
+    /// Message text.
+    #[arg(long)]
+    text: Option<String>,
+    /// A file to send.
+    #[arg(long)]
+    file: Option<String>,
+    /// imessage, sms or auto.
+    #[arg(long, default_value = "auto")]
+    service: String,
+    /// Region for phone number normalisation.
+    #[arg(long, default_value = "US")]
+    region: String,
+}
+
+/// Parse the command line and run it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let json = cli.global.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imsg-sim: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match cli.command {
+        Command::Init(args) => own_command(run_init(&args, json)),
+        Command::Inject(args) => own_command(run_inject(&args, json)),
+        Command::Rpc(args) => {
+            let opts = ServeOptions {
+                db_path: args.db.path(),
+                dialect: if args.baseline {
+                    Dialect::Baseline
+                } else {
+                    Dialect::Strict
+                },
+                faults: args.faults,
+            };
+            own_command(runtime.block_on(rpc::serve(tokio::io::stdin(), tokio::io::stdout(), opts)))
+        }
+        Command::Chats(args) => imsg_command(runtime.block_on(run_chats(&args, json))),
+        Command::History(args) => imsg_command(runtime.block_on(run_history(&args, json))),
+        Command::Send(args) => imsg_command(runtime.block_on(run_send(&args, json))),
+    };
+    // Nothing should be left running; don't let a stuck blocking read hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+fn init_logging(global: &Global) {
+    let level = match (&global.log_level, global.verbose) {
+        (Some(level), _) => level.clone(),
+        (None, true) => "debug".into(),
+        (None, false) => "warn".into(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour codes only for a person at a terminal; a parent process reading stderr gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// Exit status of `init`/`inject`/`rpc`: errors on stderr, 2 for bad input, 1 otherwise.
+fn own_command(result: Result<(), SimError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imsg-sim: {e}");
+            match e {
+                SimError::BadInput(_) | SimError::AlreadyExists(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Exit status of the imsg-compatible commands: errors on stdout (as imsg does), exit 1.
+fn imsg_command(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_init(args: &InitArgs, json: bool) -> Result<(), SimError> {
+    let path = expand_tilde(&args.db);
+    let seeded = matches!(args.seed, Some(Seed::Demo));
+    db::init(&path, seeded)?;
+    if json {
+        println!(
+            "{}",
+            json!({"path": path.display().to_string(), "seeded": seeded})
+        );
+    } else {
+        let how = if seeded { " with the demo seed" } else { "" };
+        println!("created {}{how}", path.display());
+    }
+    Ok(())
+}
+
+fn run_inject(args: &InjectArgs, json: bool) -> Result<(), SimError> {
+    let spec = InjectSpec {
+        from: args.from.clone(),
+        chat_guid: args.chat_guid.clone(),
+        group: args.group.clone(),
+        participants: args.participants.clone(),
+        text: args.text.clone(),
+        attachments: args.attachment.clone(),
+    };
+    let injected = db::inject(&expand_tilde(&args.db), &spec)?;
+    if json {
+        println!(
+            "{}",
+            json!({"id": injected.id, "guid": injected.guid, "chat_id": injected.chat_id})
+        );
+    } else {
+        println!("{} {}", injected.id, injected.guid);
+    }
+    Ok(())
+}
+
+fn backend(db: &DbArg) -> std::sync::Arc<Backend> {
+    Backend::new(&ServeOptions {
+        db_path: db.path(),
+        dialect: Dialect::Strict,
+        faults: Faults::default(),
+    })
+}
+
+/// Run one RPC method in-process and return its result, or imsg's one-line error text.
+async fn call(backend: &std::sync::Arc<Backend>, method: &str, params: Value) -> Result<Value, String> {
+    methods::call(backend, method, Some(params))
+        .await
+        .map_err(|e| e.detail())
+}
+
+async fn run_chats(args: &ChatsArgs, json: bool) -> Result<(), String> {
+    let result = call(&backend(&args.db), "chats.list", json!({"limit": args.limit})).await?;
+    for chat in items(&result, "chats") {
+        if json {
+            println!("{chat}");
+        } else {
+            println!(
+                "[{}] {} ({}) last={}",
+                chat["id"],
+                str_field(chat, "name"),
+                str_field(chat, "identifier"),
+                str_field(chat, "last_message_at")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_history(args: &HistoryArgs, json: bool) -> Result<(), String> {
+    let mut params = json!({"chat_id": args.chat_id, "limit": args.limit, "attachments": true});
+    if let Some(obj) = params.as_object_mut() {
+        if !args.participants.is_empty() {
+            obj.insert("participants".into(), json!(args.participants));
+        }
+        if let Some(start) = &args.start {
+            obj.insert("start".into(), json!(start));
+        }
+        if let Some(end) = &args.end {
+            obj.insert("end".into(), json!(end));
+        }
+    }
+    let result = call(&backend(&args.db), "messages.history", params).await?;
+    for m in items(&result, "messages") {
+        if json {
+            // CLI JSON always carries attachments and reactions (imsg does the same).
+            println!("{m}");
+            continue;
+        }
+        let direction = if m["is_from_me"] == Value::Bool(true) {
+            "sent"
+        } else {
+            "recv"
+        };
+        println!(
+            "{} [{direction}] {}: {}",
+            str_field(m, "created_at"),
+            str_field(m, "sender"),
+            str_field(m, "text")
+        );
+        let attachments = m["attachments"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if args.attachments {
+            for a in attachments {
+                let name = match str_field(a, "transfer_name") {
+                    "" => str_field(a, "filename"),
+                    n => n,
+                };
+                println!(
+                    "  attachment: name={name} mime={} missing={} path={}",
+                    str_field(a, "mime_type"),
+                    a["missing"],
+                    str_field(a, "original_path")
+                );
+            }
+        } else if !attachments.is_empty() {
+            let s = if attachments.len() == 1 { "" } else { "s" };
+            println!("  ({} attachment{s})", attachments.len());
+        }
+    }
+    Ok(())
+}
+
+async fn run_send(args: &SendArgs, json: bool) -> Result<(), String> {
+    let mut params = json!({"service": args.service, "region": args.region});
+    if let Some(obj) = params.as_object_mut() {
+        let fields = [
+            ("to", args.to.as_ref().map(|v| json!(v))),
+            ("chat_id", args.chat_id.map(|v| json!(v))),
+            ("chat_identifier", args.chat_identifier.as_ref().map(|v| json!(v))),
+            ("chat_guid", args.chat_guid.as_ref().map(|v| json!(v))),
+            ("text", args.text.as_ref().map(|v| json!(v))),
+            ("file", args.file.as_ref().map(|v| json!(v))),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                obj.insert(key.into(), v);
+            }
+        }
+    }
+    let backend = backend(&args.db);
+    let result = call(&backend, "send", params).await;
+    // Let the delivery update land before the process exits.
+    backend.tasks.close();
+    backend.tasks.wait().await;
+    result?;
+    if json {
+        println!("{}", json!({"status": "sent"}));
+    } else {
+        println!("sent");
+    }
+    Ok(())
+}
+
+fn items<'a>(result: &'a Value, key: &str) -> &'a [Value] {
+    result[key].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn has_a_consistent_command_line() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn reads_fault_knobs_from_flags() {
+        let cli = Cli::try_parse_from([
+            "imsg-sim",
+            "rpc",
+            "--db",
+            "x.db",
+            "--fault-watch-death-after",
+            "3",
+            "--fault-send-fails",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Rpc(args) = cli.command else {
+            panic!("not rpc");
+        };
+        assert_eq!(args.faults.watch_death_after, Some(3));
+        assert!(args.faults.send_fails);
+        assert!(!args.faults.echo_race);
+    }
+
+    #[test]
+    fn requires_exactly_one_send_target() {
+        assert!(Cli::try_parse_from(["imsg-sim", "send", "--text", "x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["imsg-sim", "send", "--to", "a", "--chat-id", "1", "--text", "x"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["imsg-sim", "send", "--chat-id", "1", "--text", "x"]).is_ok());
+    }
+}

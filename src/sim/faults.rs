@@ -1,0 +1,61 @@
+//! Fault-injection knobs of `imsg-sim rpc`: each one reproduces a failure real `imsg` users hit.
+//!
+//! Every knob is a flag of `imsg-sim rpc` and an environment variable (the flag wins when both are
+//! given; boolean variables accept `1`/`true`/`yes`/`on`):
+//!
+//! | flag | variable | effect |
+//! |---|---|---|
+//! | `--fault-db-unavailable` | `IMSG_SIM_FAULT_DB_UNAVAILABLE=1` | chat.db cannot be opened, as without Full Disk Access. Strict: database calls fail with `-32002 Database unavailable` (`data: {path, detail, retryable: true}`) and `status.database.ready` is false. Baseline: every request fails with `-32603` and the permission banner (`Permission Error … Full Disk Access`) as `data`. |
+//! | `--fault-echo-race` | `IMSG_SIM_FAULT_ECHO_RACE=1` | `send` first writes its rows with `is_from_me = 0` and flips them to 1 about 200 ms later, like Messages does (imsg issues #72/#80): a watch with a short debounce reports your own message as inbound. |
+//! | `--fault-watch-death-after N` | `IMSG_SIM_FAULT_WATCH_DEATH_AFTER=N` | each subscription emits an `error` notification after N `message` notifications and stops, like a watch whose SQLite reads fail. |
+//! | `--fault-send-fails` | `IMSG_SIM_FAULT_SEND_FAILS=1` | `send` fails with `-32603` and data `AppleScript failed: Not authorized to send Apple events to Messages. (-1743)` (Automation permission denied); nothing is written. |
+//!
+//! To add a knob: add a field here (flag, variable, doc line), add a row to the table above and to
+//! `docs/simulator.md`, and read the field where the failure belongs.
+
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+
+/// The fault knobs; all off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Fault injection (flag or environment variable)")]
+pub struct Faults {
+    /// Fail every database access as if Full Disk Access were missing.
+    #[arg(long = "fault-db-unavailable", env = "IMSG_SIM_FAULT_DB_UNAVAILABLE", value_parser = BoolishValueParser::new())]
+    pub db_unavailable: bool,
+
+    /// Write sent rows as inbound (is_from_me=0) first and flip them to outgoing ~200 ms later.
+    #[arg(long = "fault-echo-race", env = "IMSG_SIM_FAULT_ECHO_RACE", value_parser = BoolishValueParser::new())]
+    pub echo_race: bool,
+
+    /// End every subscription with an `error` notification after N message notifications.
+    #[arg(
+        long = "fault-watch-death-after",
+        env = "IMSG_SIM_FAULT_WATCH_DEATH_AFTER",
+        value_name = "N"
+    )]
+    pub watch_death_after: Option<u64>,
+
+    /// Fail every send like a denied Automation permission (AppleScript error -1743).
+    #[arg(long = "fault-send-fails", env = "IMSG_SIM_FAULT_SEND_FAILS", value_parser = BoolishValueParser::new())]
+    pub send_fails: bool,
+}
+
+/// How long the echo-race fault leaves a sent row marked as inbound (the real race is ~100–400 ms).
+pub const ECHO_RACE_FLIP_DELAY: Duration = Duration::from_millis(200);
+
+/// The AppleScript error `send` reports under `--fault-send-fails`.
+pub const SEND_FAILS_DETAIL: &str =
+    "AppleScript failed: Not authorized to send Apple events to Messages. (-1743)";
+
+/// The human banner the baseline server puts in `data` when chat.db cannot be opened.
+pub fn permission_banner(path: &std::path::Path) -> String {
+    format!(
+        "Permission Error: imsg cannot read the Messages database at {}.\n\
+         The process that runs imsg needs Full Disk Access.\n\
+         Open System Settings > Privacy & Security > Full Disk Access, add the app that launches imsg \
+         (your terminal, or the gateway's runtime), then restart it and try again.",
+        path.display()
+    )
+}
