@@ -21,4 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Root sshd needs its privilege separation directory; Debian only creates it when the service runs.
+[ "$(id -u)" = 0 ] && mkdir -p /run/sshd
+
 cargo test --all-targets "$@"

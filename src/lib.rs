@@ -8,10 +8,14 @@
 //! the `imsg`-compatible simulator behind `imsg-sim`. `cli` holds the subcommands; `anyhow` lives there
 //! and in `main` only.
 
+pub mod cli;
 pub mod config;
 pub mod envelope;
+pub mod gateway;
 pub mod imsg;
 pub mod rpc;
 pub mod sim;
+pub mod sink;
+pub mod state;
 pub mod transport;
 pub mod util;

@@ -1,5 +1,5 @@
-//! The `imsg-bridge` binary: parse the command line and hand over to `cli`.
+//! The `imsg-bridge` binary: everything lives in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    imsg_bridge::cli::main()
 }

@@ -7,6 +7,7 @@ mod text;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::DmScope;
 use crate::imsg::Message;
 pub use handle::{is_valid_handle, normalize_handle};
 pub use text::{sanitize_header, strip_length_prefix, strip_length_prefix_bytes};
@@ -103,38 +104,6 @@ pub enum MediaStatus {
     OutsideRoots,
     Denied,
     Failed,
-}
-
-/// How direct chats map to agent sessions (`session.dmScope`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DmScope {
-    /// Every DM shares the agent's main session.
-    #[default]
-    Main,
-    PerPeer,
-    PerChannelPeer,
-    PerAccountChannelPeer,
-}
-
-impl DmScope {
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "main" => Some(Self::Main),
-            "per-peer" => Some(Self::PerPeer),
-            "per-channel-peer" => Some(Self::PerChannelPeer),
-            "per-account-channel-peer" => Some(Self::PerAccountChannelPeer),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Main => "main",
-            Self::PerPeer => "per-peer",
-            Self::PerChannelPeer => "per-channel-peer",
-            Self::PerAccountChannelPeer => "per-account-channel-peer",
-        }
-    }
 }
 
 /// What normalisation needs to know about the account and the agent.

@@ -1,7 +1,13 @@
 //! The integration test binary: real child processes, real SQLite, real sshd.
 //!
-//! One module per area; `support` holds the shared fixtures.
+//! One module per area; `support` and `sshd` hold the shared fixtures.
 
+// Test code: a failed unwrap is a failed test with its location, which is what we want. Fixture
+// helpers are not `#[test]` functions, so clippy's test exemption does not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
 mod config;
+mod run;
 mod sim;
 mod support;

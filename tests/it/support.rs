@@ -1,6 +1,12 @@
-//! Shared fixtures for the integration tests: paths of the built binaries, temporary directories.
+//! Shared fixtures for the integration tests: built binaries, a simulated Mac (chat.db made by
+//! `imsg-sim`), configs, and a running `imsg-bridge` whose stdout and stderr are collected.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Path of the `imsg-sim` binary built for this test run.
 pub fn imsg_sim_bin() -> PathBuf {
@@ -10,6 +16,192 @@ pub fn imsg_sim_bin() -> PathBuf {
 /// Path of the `imsg-bridge` binary built for this test run.
 pub fn imsg_bridge_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imsg-bridge"))
+}
+
+/// Generous bound for things that normally take milliseconds; tests never assert speed.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A temporary "Mac": a chat.db created by `imsg-sim init`.
+pub struct SimMac {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl SimMac {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db");
+        let out = Command::new(imsg_sim_bin())
+            .args(["init", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "imsg-sim init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir, db }
+    }
+
+    /// Inject an inbound direct message from another process, as Messages would write it.
+    pub fn inject(&self, from: &str, text: &str) {
+        let out = Command::new(imsg_sim_bin())
+            .args(["inject", "--db"])
+            .arg(&self.db)
+            .args(["--from", from, "--text", text])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "imsg-sim inject failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A config whose only account runs `imsg-sim` as its imsg, with state under this temp dir.
+    pub fn write_process_config(&self, extra_imessage: &str) -> PathBuf {
+        let path = self.dir.path().join("config.json5");
+        let text = format!(
+            "{{ channels: {{ imessage: {{ cliPath: {cli:?}, dbPath: {db:?}, {extra_imessage} }} }},\n  bridge: {{ stateDir: {state:?} }} }}\n",
+            cli = imsg_sim_bin().display().to_string(),
+            db = self.db.display().to_string(),
+            state = self.state_dir().display().to_string(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// A running `imsg-bridge` with its output collected line by line.
+pub struct Bridge {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Bridge {
+    pub fn start(config: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(imsg_bridge_bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        collect(out, stdout.clone(), None);
+        collect(err, stderr.clone(), Some(tx));
+        Self {
+            child,
+            stdout,
+            stderr,
+            stderr_lines: rx,
+        }
+    }
+
+    /// Wait until a log line contains `needle`; panics with the log after `PATIENCE`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains(needle) => return,
+                _ => {}
+            }
+        }
+        panic!(
+            "no log line containing {needle:?}; log:\n{}",
+            self.stderr().join("\n")
+        );
+    }
+
+    /// Wait until stdout has at least `n` lines.
+    pub fn wait_for_lines(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self.stdout().len() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "only {} of {n} stdout lines; log:\n{}",
+            self.stdout().len(),
+            self.stderr().join("\n")
+        );
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Send a signal and wait for the exit; returns the exit code and all of stdout.
+    pub fn stop(mut self, signal: i32) -> (Option<i32>, Vec<String>) {
+        send_signal(self.child.id(), signal);
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "imsg-bridge did not exit; log:\n{}",
+                self.stderr().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Give the collector threads a moment to see EOF.
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.stdout())
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Signal a child through kill(1): the tests forbid `unsafe`, and std only offers SIGKILL.
+fn send_signal(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &tx {
+                let _ = tx.send(line.clone());
+            }
+            into.lock().unwrap().push(line);
+        }
+    });
 }
 
 #[test]

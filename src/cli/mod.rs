@@ -1,0 +1,139 @@
+//! Command line: clap subcommands, one file each, logging set-up, and the mapping of errors to exit
+//! codes (0 success, 1 a check or operation failed, 2 usage or config error). `anyhow` lives here.
+
+mod chats;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, Account, Config, ConfigError};
+
+/// Connect an agent gateway to iMessage on a Mac running imsg.
+#[derive(Debug, Parser)]
+#[command(name = "imsg-bridge", version, about)]
+pub struct Cli {
+    /// Config file (json5); default: $IMSG_BRIDGE_CONFIG, ~/.openclaw/openclaw.json, ~/.config/imsg-bridge/config.json5
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Act on this account only (default: every enabled account for `run`, the default account otherwise)
+    #[arg(long, global = true, value_name = "ID")]
+    account: Option<String>,
+    /// More log output (-v debug, -vv trace); logs go to stderr
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors in the log
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log line format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: watch every enabled account and print one envelope per line on stdout
+    Run,
+    /// List chats through the account's transport
+    Chats(chats::ChatsArgs),
+    /// Show the newest messages of a chat
+    History(chats::HistoryArgs),
+}
+
+/// Errors that carry their own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Entry point of the `imsg-bridge` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code_of(&err))
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = config::load(cli.config.as_deref())?;
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    match &cli.command {
+        Command::Run => run::run(&config, cli.account.as_deref()).await,
+        Command::Chats(args) => {
+            chats::chats(&config, select_account(&config, cli.account.as_deref())?, args).await
+        }
+        Command::History(args) => {
+            chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
+        }
+    }
+}
+
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<CliError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// The account a one-shot command acts on: `--account`, else the default account.
+fn select_account<'a>(config: &'a Config, wanted: Option<&str>) -> Result<&'a Account, CliError> {
+    let id = wanted.unwrap_or(&config.default_account);
+    config.account(id).ok_or_else(|| {
+        let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
+        CliError::Usage(format!(
+            "no account {id:?} in the config (accounts: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Our own crate at the chosen level; dependencies (russh, …) one notch quieter unless RUST_LOG says otherwise.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,imsg_bridge={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
