@@ -10,4 +10,6 @@ mod client;
 mod config;
 mod run;
 mod sim;
+mod ssh;
+mod sshd;
 mod support;

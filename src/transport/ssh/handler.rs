@@ -1,0 +1,253 @@
+//! The russh client handler: a thin shim that checks the host key against our known_hosts matcher,
+//! records what it saw (fingerprint, verdict, auth banner) for the connecting task, and refuses every
+//! channel the server tries to open.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use russh::client::{self, Session};
+use russh::keys::{HashAlg, PublicKeyOrCertificate};
+use russh::{Channel, ChannelOpenFailure};
+use tracing::{info, warn};
+
+use super::known_hosts::{self, HostKeyStatus, KnownHostsText};
+use super::{SshTarget, StrictHostKeyChecking};
+
+/// What the handler learnt during the handshake, shared with the task that connects.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// `SHA256:…` of the server key (or of the certified key).
+    pub fingerprint: Option<String>,
+    /// The key algorithm name, e.g. `ssh-ed25519`.
+    pub algorithm: Option<String>,
+    /// The host-key verdict when it refused the key.
+    pub refusal: Option<Refusal>,
+    /// Set when `accept-new` recorded the key.
+    pub learned: bool,
+    /// Authentication banners (Tailscale "check" mode sends its URL here).
+    pub banner: Option<String>,
+}
+
+/// Why a host key was refused.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    Unknown,
+    Changed { file: String, line: usize },
+    Revoked { file: String, line: usize },
+    CannotRecord { detail: String },
+}
+
+pub type Shared = Arc<Mutex<Observed>>;
+
+pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Observed> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One per connection (and one per jump hop).
+#[derive(Debug)]
+pub struct ClientHandler {
+    /// The name known_hosts is consulted under (the resolved HostName) and the port.
+    host: String,
+    port: u16,
+    strict: StrictHostKeyChecking,
+    known_hosts: Vec<std::path::PathBuf>,
+    observed: Shared,
+}
+
+impl ClientHandler {
+    pub fn new(target: &SshTarget, observed: Shared) -> Self {
+        Self {
+            host: target.host.clone(),
+            port: target.port,
+            strict: target.strict_host_key_checking,
+            known_hosts: target.known_hosts_files.clone(),
+            observed,
+        }
+    }
+
+    fn read_known_hosts(&self) -> Vec<KnownHostsText> {
+        self.known_hosts
+            .iter()
+            .map(|path| KnownHostsText {
+                text: std::fs::read_to_string(path).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn verdict(&self, key: &PublicKeyOrCertificate) -> HostKeyStatus {
+        let files = self.read_known_hosts();
+        match key {
+            PublicKeyOrCertificate::Certificate(cert) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                known_hosts::check_certificate(&files, &self.host, self.port, cert, now)
+            }
+            other => known_hosts::check_key(&files, &self.host, self.port, &other.public_key()),
+        }
+    }
+
+    fn file_name(&self, index: usize) -> String {
+        self.known_hosts
+            .get(index)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Append the key to the first known_hosts file, atomically (accept-new).
+    fn record(&self, key: &PublicKeyOrCertificate) -> Result<(), String> {
+        let Some(path) = self.known_hosts.first() else {
+            return Err("no knownHostsFile configured".into());
+        };
+        let line = known_hosts::new_entry_line(&self.host, self.port, &key.public_key())
+            .map_err(|e| e.to_string())?;
+        let mut text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        crate::util::atomic_write(path, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+impl client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let public = key.public_key();
+        {
+            let mut observed = lock(&self.observed);
+            observed.fingerprint = Some(public.fingerprint(HashAlg::Sha256).to_string());
+            observed.algorithm = Some(public.algorithm().as_str().to_string());
+        }
+        let status = self.verdict(key);
+        let refusal = match (status, self.strict) {
+            (HostKeyStatus::Trusted { .. }, _) => None,
+            (HostKeyStatus::Revoked { file, line }, _) => Some(Refusal::Revoked {
+                file: self.file_name(file),
+                line,
+            }),
+            // A changed key is refused even under accept-new; only `no` lets it through (loudly).
+            (HostKeyStatus::Changed { file, line }, StrictHostKeyChecking::No) => {
+                warn!(host = %self.host, file = %self.file_name(file), line, "host key CHANGED, accepted because strictHostKeyChecking is \"no\"");
+                None
+            }
+            (HostKeyStatus::Changed { file, line }, _) => Some(Refusal::Changed {
+                file: self.file_name(file),
+                line,
+            }),
+            (HostKeyStatus::Unknown, StrictHostKeyChecking::Yes) => Some(Refusal::Unknown),
+            (HostKeyStatus::Unknown, StrictHostKeyChecking::AcceptNew) => match self.record(key) {
+                Ok(()) => {
+                    info!(host = %self.host, port = self.port, "accept-new: recorded the host key in known_hosts");
+                    lock(&self.observed).learned = true;
+                    None
+                }
+                Err(detail) => Some(Refusal::CannotRecord { detail }),
+            },
+            (HostKeyStatus::Unknown, StrictHostKeyChecking::No) => {
+                warn!(host = %self.host, "host key not verified (strictHostKeyChecking is \"no\")");
+                None
+            }
+        };
+        let accepted = refusal.is_none();
+        lock(&self.observed).refusal = refusal;
+        Ok(accepted)
+    }
+
+    async fn auth_banner(&mut self, banner: &str, _session: &mut Session) -> Result<(), Self::Error> {
+        let banner = banner.trim();
+        if !banner.is_empty() {
+            info!(host = %self.host, "server banner: {}", crate::rpc::truncate_chars(banner, 500));
+            lock(&self.observed).banner = Some(banner.to_string());
+        }
+        Ok(())
+    }
+
+    // We never ask for forwarding, agents or X11: refuse whatever the server opens (defence in depth;
+    // russh accepts these by default).
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "session").await
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "forwarded-tcpip").await
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "forwarded-streamlocal").await
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "agent").await
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "direct-tcpip").await
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "direct-streamlocal").await
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "x11").await
+    }
+}
+
+async fn refuse(reply: client::ChannelOpenHandle, kind: &str) -> Result<(), russh::Error> {
+    warn!(kind, "refused a channel the server tried to open");
+    reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+    Ok(())
+}
