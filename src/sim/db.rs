@@ -212,6 +212,16 @@ pub(crate) struct ChatRef {
 }
 
 impl ChatRef {
+    /// From a row selecting `ROWID, guid, identifier, service` in that order.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(ChatRef {
+            id: r.get(0)?,
+            guid: r.get(1)?,
+            identifier: r.get(2)?,
+            service: r.get(3)?,
+        })
+    }
+
     /// `cache_roomnames` of a group message: the group's identifier.
     fn group_identifier(&self) -> Option<String> {
         self.guid.contains(";+;").then(|| self.identifier.clone())
@@ -253,14 +263,7 @@ fn chat_by_guid(tx: &Transaction<'_>, guid: &str) -> rusqlite::Result<Option<Cha
         "SELECT ROWID, guid, IFNULL(chat_identifier, ''), IFNULL(NULLIF(service_name, ''), 'iMessage')
          FROM chat WHERE guid = ?1",
         params![guid],
-        |r| {
-            Ok(ChatRef {
-                id: r.get(0)?,
-                guid: r.get(1)?,
-                identifier: r.get(2)?,
-                service: r.get(3)?,
-            })
-        },
+        ChatRef::from_row,
     )
     .optional()
 }
@@ -340,14 +343,7 @@ fn group_chat_named(tx: &Transaction<'_>, name: &str, participants: &[String]) -
              FROM chat WHERE display_name = ?1 AND (guid LIKE '%;+;%' OR style = ?2)
              ORDER BY ROWID LIMIT 1",
             params![name, STYLE_GROUP],
-            |r| {
-                Ok(ChatRef {
-                    id: r.get(0)?,
-                    guid: r.get(1)?,
-                    identifier: r.get(2)?,
-                    service: r.get(3)?,
-                })
-            },
+            ChatRef::from_row,
         )
         .optional()?;
     let chat = match found {

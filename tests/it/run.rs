@@ -107,3 +107,41 @@ fn envelopes_carry_the_real_fields_of_the_message() {
     assert!(env["chat"]["chat_id"].as_i64().unwrap() > 0);
     assert!(env["timestamp"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn a_config_error_exits_2_with_the_key_path_and_a_suggestion() {
+    let mac = SimMac::new();
+    let config = mac.write_process_config("dmPoliccy: \"open\",");
+    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("channels.imessage.dmPoliccy"), "{stderr}");
+    assert!(stderr.contains("dmPolicy"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn a_missing_imsg_fails_run_with_a_remedy() {
+    let mac = SimMac::new();
+    let path = mac.dir.path().join("config.json5");
+    std::fs::write(&path, format!(
+        "{{ channels: {{ imessage: {{ cliPath: \"/nonexistent/imsg\" }} }}, bridge: {{ stateDir: {:?} }} }}",
+        mac.state_dir().display().to_string()
+    ))
+    .unwrap();
+    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("chats")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot start /nonexistent/imsg"), "{stderr}");
+    assert!(stderr.contains("check channels.imessage.cliPath"), "{stderr}");
+}
