@@ -1,6 +1,7 @@
 //! How we reach `imsg rpc`: a local (or wrapper) process today; the native SSH connection joins here.
 
 pub mod process;
+pub mod wrapper;
 
 use std::path::PathBuf;
 
