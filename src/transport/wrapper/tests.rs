@@ -240,6 +240,33 @@ fn serialises_like_the_design_example() {
 }
 
 #[test]
+fn reads_the_example_wrappers_as_transparent() {
+    let tailscale = analyze(include_str!("../../../wrappers/imsg-tailscale-mac"));
+    assert!(tailscale.transparent, "{:?}", tailscale.warnings);
+    assert_eq!(
+        tailscale.remote_host.as_deref(),
+        Some("bot@mac-mini.tailnet-1234.ts.net")
+    );
+    assert_eq!(
+        tailscale.options.get("BatchMode").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(
+        tailscale.remote_command.as_deref(),
+        Some("/opt/homebrew/bin/imsg")
+    );
+
+    let local = analyze(include_str!("../../../wrappers/imsg-bot-localhost"));
+    assert!(local.transparent, "{:?}", local.warnings);
+    assert_eq!(
+        (local.host.as_deref(), local.user.as_deref()),
+        (Some("localhost"), Some("bot"))
+    );
+    assert_eq!(local.identity_files, ["~/.ssh/imsg_bot"]);
+    assert_eq!(local.remote_command.as_deref(), Some("/opt/homebrew/bin/imsg"));
+}
+
+#[test]
 fn survives_nasty_input_without_calling_it_transparent() {
     let huge_line = format!("exec ssh {} imsg \"$@\"", "a".repeat(1 << 20));
     let deep = format!("exec ssh $({}", "(".repeat(10_000));
