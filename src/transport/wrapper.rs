@@ -38,6 +38,9 @@ pub struct WrapperAnalysis {
     pub warnings: Vec<String>,
 }
 
+/// At most this many warnings are kept, then one saying more were omitted.
+const MAX_WARNINGS: usize = 12;
+
 /// A wrapper is a few lines; anything larger is not one, and we do not read it all.
 const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 
@@ -47,6 +50,10 @@ pub fn analyze(script: &str) -> WrapperAnalysis {
     if script.contains('\0') {
         report.fail("the file is not a text script (it contains NUL bytes)");
         return report.finish(Target::default());
+    }
+    if script.contains("\r\n") {
+        // The shell keeps the CR as part of each word (`imsg\r`), so such a wrapper never worked.
+        report.fail("the script has Windows line endings (CR LF), which the shell does not accept");
     }
     let parsed = shell::parse(script);
     // After control flow we cannot tell which assignments ran, so none of them is trusted.
@@ -207,7 +214,7 @@ fn classify(
             check_redirects(command, "the wrapper", report);
             return Kind::Quiet;
         }
-        return Kind::Other(args.first().map_or_else(String::new, |a| a.shown().to_string()));
+        return Kind::Other(command_text(command));
     };
     let Arg::Lit(name) = program else {
         return Kind::Other(program.shown().to_string());
@@ -381,7 +388,11 @@ impl Report {
 
     fn note(&mut self, message: impl Into<String>) {
         let message = message.into();
-        if !self.warnings.contains(&message) {
+        // A person reads these; past a dozen more add nothing, and an unbounded list (one per line
+        // of a huge file) would make the de-duplication quadratic.
+        if self.warnings.len() == MAX_WARNINGS {
+            self.warnings.push("(further warnings omitted)".to_string());
+        } else if self.warnings.len() < MAX_WARNINGS && !self.warnings.contains(&message) {
             self.warnings.push(message);
         }
     }

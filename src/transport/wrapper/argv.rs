@@ -248,37 +248,36 @@ fn read_destination(word: &str, t: &mut Target, report: &mut Report) {
         .get(..6)
         .filter(|p| p.eq_ignore_ascii_case("ssh://"))
         .map(|_| &word[6..]);
-    let (user, host) = match uri {
+    let (user, host, port) = match uri {
         Some(rest) => {
             let rest = rest.strip_suffix('/').unwrap_or(rest);
             let (user, host_port) = split_user(rest);
-            let (host, port) = match host_port.strip_prefix('[').and_then(|h| h.split_once(']')) {
-                Some((host, "")) => (host, None),
-                Some((host, after)) => (host, Some(after.strip_prefix(':').unwrap_or(after))),
+            match host_port.strip_prefix('[').and_then(|h| h.split_once(']')) {
+                Some((host, after)) => (user, host, Some(after.strip_prefix(':').unwrap_or(after))),
                 None => match host_port.rsplit_once(':') {
-                    Some((host, port)) => (host, Some(port)),
-                    None => (host_port, None),
+                    Some((host, port)) => (user, host, Some(port)),
+                    None => (user, host_port, None),
                 },
-            };
-            if host.contains(['[', ']', '/']) || port.is_some_and(|p| p.contains(['[', ']'])) {
-                return bad(report);
             }
-            if let Some(port) = port.filter(|p| !p.is_empty()) {
-                set_port(port, t, report);
-            }
-            (user, host)
         }
         // OpenSSH splits at the last `@`; it keeps `[::1]` brackets (and then cannot resolve them) —
         // we take the evident intent and strip them in `valid_host`.
-        None => split_user(word),
+        None => {
+            let (user, host) = split_user(word);
+            (user, host, None)
+        }
+    };
+    // User and port come only from a destination we accept.
+    let Some(host) = valid_host(host) else {
+        return bad(report);
     };
     if let Some(user) = user {
         set_user(user, t, report);
     }
-    match valid_host(host) {
-        Some(host) => t.destination = Some(host),
-        None => bad(report),
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        set_port(port, t, report);
     }
+    t.destination = Some(host);
 }
 
 fn split_user(text: &str) -> (Option<&str>, &str) {

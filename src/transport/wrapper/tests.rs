@@ -128,6 +128,8 @@ const REFUSED: &[Refusal] = &[
     ("ssh after a test", "[ -x /usr/bin/ssh ] && exec ssh mac imsg \"$@\"", MAC, "only if"),
     ("one quoted remote string", "exec ssh mac 'imsg \"$@\"'", MAC, "not a plain path"),
     ("an unterminated quote", "exec ssh mac imsg \"$@", MAC, "unterminated double quote"),
+    ("Windows line endings", "#!/bin/sh\r\nexec ssh -T mac imsg \"$@\"\r\n", MAC, "CR LF"),
+    ("a user without a host", "exec ssh -T mac@ imsg \"$@\"", None, "not a host"),
     ("a binary file", "\u{7f}ELF\0\0ssh mac imsg", None, "NUL"),
 ];
 
@@ -347,5 +349,17 @@ fn reads_home_as_a_tilde_in_local_paths_only() {
     assert_eq!(
         remote.warnings,
         ["the remote command `$HOME/bin/imsg` is not a plain path to imsg"]
+    );
+}
+
+#[test]
+fn keeps_a_short_list_of_warnings_for_a_long_script() {
+    let script: String = (0..100_000).map(|i| format!("cmd{i}\n")).collect();
+    let a = analyze(&script);
+    assert!(!a.transparent);
+    assert_eq!(a.warnings.len(), MAX_WARNINGS + 1);
+    assert_eq!(
+        a.warnings.last().map(String::as_str),
+        Some("(further warnings omitted)")
     );
 }
