@@ -2,6 +2,7 @@
 
 pub mod process;
 pub mod ssh;
+pub mod wrapper;
 
 use std::path::PathBuf;
 
