@@ -383,6 +383,28 @@ fn paths(list: Option<&Vec<String>>, path: &str) -> Result<Vec<PathBuf>, ConfigE
         .collect()
 }
 
+/// The values of an `ssh` block that sets nothing: what a wrapper or `remoteHost` target uses.
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            user: None,
+            port: None,
+            identity_files: Vec::new(),
+            identity_passphrase_env: None,
+            use_agent: true,
+            known_hosts_files: Vec::new(),
+            strict_host_key_checking: None,
+            proxy_jump: None,
+            remote_cli_path: None,
+            connect_timeout_ms: DEFAULT_SSH_CONNECT_TIMEOUT_MS,
+            keepalive_interval_ms: DEFAULT_SSH_KEEPALIVE_INTERVAL_MS,
+            keepalive_max: DEFAULT_SSH_KEEPALIVE_MAX,
+            sftp_request_timeout_ms: DEFAULT_SFTP_REQUEST_TIMEOUT_MS,
+        }
+    }
+}
+
 fn parse_ssh(raw: &RawSsh, path: &str) -> Result<SshConfig, ConfigError> {
     let p = |key: &str| format!("{path}.{key}");
     Ok(SshConfig {
@@ -399,8 +421,7 @@ fn parse_ssh(raw: &RawSsh, path: &str) -> Result<SshConfig, ConfigError> {
         strict_host_key_checking: enum_value(
             raw.strict_host_key_checking.as_deref(),
             &p("strictHostKeyChecking"),
-        )?
-        .unwrap_or(StrictHostKeyChecking::Yes),
+        )?,
         proxy_jump: validate::proxy_jump(raw.proxy_jump.as_deref(), &p("proxyJump"))?,
         remote_cli_path: raw
             .remote_cli_path
@@ -428,7 +449,7 @@ pub(super) fn warnings(accounts: &[Account]) -> Vec<String> {
     let mut out = Vec::new();
     for account in &enabled {
         if let Some(ssh) = &account.ssh
-            && ssh.strict_host_key_checking == StrictHostKeyChecking::No
+            && ssh.strict_host_key_checking == Some(StrictHostKeyChecking::No)
         {
             out.push(format!(
                 "{}.ssh.strictHostKeyChecking is \"no\": the Mac's host key is not verified, so anyone on \

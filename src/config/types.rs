@@ -222,7 +222,8 @@ pub struct SshConfig {
     pub use_agent: bool,
     /// `~` expanded. Empty = whatever ssh_config or the defaults give.
     pub known_hosts_files: Vec<PathBuf>,
-    pub strict_host_key_checking: StrictHostKeyChecking,
+    /// `None`: not set here, so `~/.ssh/config` decides, else `yes`.
+    pub strict_host_key_checking: Option<StrictHostKeyChecking>,
     pub proxy_jump: Option<String>,
     pub remote_cli_path: Option<String>,
     pub connect_timeout_ms: u64,

@@ -317,7 +317,10 @@ fn the_ssh_block_gets_its_defaults() {
     assert_eq!(ssh.host.as_deref(), Some("mac-mini.tailnet-1234.ts.net"));
     assert_eq!(ssh.port, None, "left to ~/.ssh/config");
     assert!(ssh.use_agent);
-    assert_eq!(ssh.strict_host_key_checking, StrictHostKeyChecking::Yes);
+    assert_eq!(
+        ssh.strict_host_key_checking, None,
+        "left to ~/.ssh/config, else yes"
+    );
     assert_eq!(
         (
             ssh.connect_timeout_ms,

@@ -6,7 +6,9 @@ mod auth;
 pub mod exec;
 mod handler;
 pub mod known_hosts;
+mod pattern;
 pub mod quote;
+pub mod ssh_config;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,8 @@ use russh::keys::ssh_key::known_hosts::{Entry, HostPatterns, Marker};
 use russh::keys::ssh_key::{Certificate, PublicKey};
 use sha1::Sha1;
 
+use super::pattern;
+
 /// What the known_hosts files say about a server key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeyStatus {
@@ -167,53 +169,8 @@ fn host_matches(patterns: &HostPatterns, name: &str) -> bool {
             mac.update(name.as_bytes());
             mac.verify_slice(hash).is_ok()
         }
-        HostPatterns::Patterns(list) => {
-            let mut hit = false;
-            for pattern in list {
-                if let Some(negated) = pattern.strip_prefix('!') {
-                    // A matching negation excludes the host whatever else matches on the line.
-                    if glob(negated.as_bytes(), name.as_bytes()) {
-                        return false;
-                    }
-                } else if glob(pattern.as_bytes(), name.as_bytes()) {
-                    hit = true;
-                }
-            }
-            hit
-        }
+        HostPatterns::Patterns(list) => pattern::list_matches(list.iter().map(String::as_str), name),
     }
-}
-
-/// OpenSSH's pattern language: `*` any run, `?` one character, ASCII case-insensitive. Iterative
-/// with backtracking to the last star, so hostile patterns cannot blow the stack or time.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(b'?') => {
-                p += 1;
-                t += 1;
-            }
-            Some(c) if c.eq_ignore_ascii_case(&text[t]) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
