@@ -1,16 +1,13 @@
 //! `imsg-bridge chats` and `imsg-bridge history`: read-only views through the account's transport.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
 use crate::config::{Account, Config};
-use crate::envelope::EnvelopeContext;
-use crate::gateway::AccountRuntime;
 use crate::imsg::ImsgClient;
 use crate::rpc::ClientOptions;
-use crate::transport::{process, rpc_args};
+use crate::transport;
 
 #[derive(Debug, Args)]
 pub struct ChatsArgs {
@@ -37,41 +34,24 @@ pub struct HistoryArgs {
     json: bool,
 }
 
-/// Resolve what `run` and the one-shot commands need from an account.
-pub fn runtime_of(config: &Config, account: &Account) -> AccountRuntime {
-    AccountRuntime {
-        id: account.id.clone(),
-        program: account.cli_path.clone(),
-        args: rpc_args(account.db_path.as_deref()),
-        include_attachments: account.include_attachments,
-        probe_timeout: Duration::from_millis(account.probe_timeout_ms),
-        envelope: EnvelopeContext {
-            account: account.id.clone(),
-            agent_id: config.default_agent_id().to_string(),
-            dm_scope: config.session.dm_scope,
-            main_key: config.session.main_key.clone(),
-        },
-    }
-}
-
-/// Start the account's `imsg rpc`, run `f` against it, stop it.
+/// Start the account's `imsg rpc` (process or SSH), run `f` against it, stop it.
 async fn with_imsg<T>(
     config: &Config,
     account: &Account,
     f: impl AsyncFnOnce(&ImsgClient) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let runtime = runtime_of(config, account);
+    let runtime = super::runtime_of(config, account)?;
     let options = ClientOptions {
         request_timeout: runtime.probe_timeout,
         ..ClientOptions::default()
     };
-    let (rpc, child) = process::spawn(&runtime.program, &runtime.args, options)?;
+    let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
     let result = async {
         let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;
         f(&imsg).await
     }
     .await;
-    child.stop(&rpc).await;
+    peer.stop(&rpc).await;
     result
 }
 

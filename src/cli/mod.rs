@@ -6,11 +6,15 @@ mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Account, Config, ConfigError};
+use crate::envelope::EnvelopeContext;
+use crate::gateway::AccountRuntime;
+use crate::transport::resolve::{self, ResolveError};
 
 /// Connect an agent gateway to iMessage on a Mac running imsg.
 #[derive(Debug, Parser)]
@@ -99,7 +103,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<CliError>().is_some() {
+    if err.downcast_ref::<ConfigError>().is_some()
+        || err.downcast_ref::<CliError>().is_some()
+        || err.downcast_ref::<ResolveError>().is_some()
+    {
         2
     } else {
         1
@@ -115,6 +122,23 @@ fn select_account<'a>(config: &'a Config, wanted: Option<&str>) -> Result<&'a Ac
             "no account {id:?} in the config (accounts: {})",
             known.join(", ")
         ))
+    })
+}
+
+/// Resolve what `run` and the one-shot commands need from an account (decides its transport).
+fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, ResolveError> {
+    Ok(AccountRuntime {
+        id: account.id.clone(),
+        plan: resolve::plan(account)?,
+        include_attachments: account.include_attachments,
+        probe_timeout: Duration::from_millis(account.probe_timeout_ms),
+        envelope: EnvelopeContext {
+            account: account.id.clone(),
+            agent_id: config.default_agent_id().to_string(),
+            dm_scope: config.session.dm_scope,
+            main_key: config.session.main_key.clone(),
+        },
+        replay: config.bridge.replay,
     })
 }
 

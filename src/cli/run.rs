@@ -14,14 +14,14 @@ use crate::state::CursorStore;
 
 pub async fn run(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
     let accounts: Vec<AccountRuntime> = match only {
-        Some(id) => {
-            let account = super::select_account(config, Some(id))?;
-            vec![super::chats::runtime_of(config, account)]
-        }
+        Some(id) => vec![super::runtime_of(
+            config,
+            super::select_account(config, Some(id))?,
+        )?],
         None => config
             .enabled_accounts()
-            .map(|a| super::chats::runtime_of(config, a))
-            .collect(),
+            .map(|a| super::runtime_of(config, a))
+            .collect::<Result<_, _>>()?,
     };
     if accounts.is_empty() {
         return Err(

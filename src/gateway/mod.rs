@@ -1,37 +1,45 @@
-//! The per-account pipeline: start `imsg rpc`, probe it, subscribe from the persisted cursor, turn
-//! each message into an envelope, hand it to the sink, and only then advance the cursor.
+//! The per-account supervisor: reach `imsg rpc` (process or SSH), probe it, subscribe from the
+//! persisted cursor, turn each message into an envelope, hand it to the sink and only then advance
+//! the cursor; on any failure reconnect with backoff, forever, until told to stop.
 
-use std::path::PathBuf;
-use std::time::Duration;
+mod backoff;
+mod dedupe;
+mod replay;
+mod session;
+
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, trace, warn};
+use tracing::{error, info, warn};
 
-use crate::envelope::{EnvelopeContext, normalize};
-use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
-use crate::rpc::{ClientOptions, Notification, RpcClient, RpcError, SubscriptionEvent, truncate_chars};
+use crate::config::ReplayConfig;
+use crate::envelope::EnvelopeContext;
+use crate::rpc::RpcError;
 use crate::sink::{Sink, SinkError};
 use crate::state::{CursorStore, StateError};
-use crate::transport::{TransportError, process};
+use crate::transport::OpenError;
+use crate::transport::resolve::Plan;
+use backoff::{Backoff, HEALTHY};
+use dedupe::RecentGuids;
 
 /// Everything one account needs at run time, resolved from the config.
 #[derive(Debug, Clone)]
 pub struct AccountRuntime {
     pub id: String,
-    /// The `imsg`-speaking executable (`cliPath`) and its arguments (`rpc [--db …]`).
-    pub program: PathBuf,
-    pub args: Vec<String>,
+    /// How `imsg rpc` is reached (decided once at start; the SSH target is re-resolved per connect).
+    pub plan: Plan,
     pub include_attachments: bool,
     /// Timeout of probe requests and `watch.subscribe` (`probeTimeoutMs`).
     pub probe_timeout: Duration,
     pub envelope: EnvelopeContext,
+    pub replay: ReplayConfig,
 }
 
-/// Why an account stopped.
+/// Why a session (or the account) stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Open(#[from] OpenError),
     #[error(transparent)]
     Rpc(#[from] RpcError),
     #[error(transparent)]
@@ -42,146 +50,48 @@ pub enum GatewayError {
     WatchEnded(String),
 }
 
-/// Run one account until `cancel` fires (Ok) or the connection fails (Err).
+/// What survives from one session to the next.
+#[derive(Debug, Default)]
+struct Carry {
+    recent: RecentGuids,
+    /// The imsg path found on the Mac (asked once per run).
+    remote_cli: Option<String>,
+    /// When the current session started watching, for the health reset of the backoff.
+    watching_since: Option<Instant>,
+}
+
+/// Run one account until `cancel` fires (Ok). Connection trouble never ends it; only a consumer
+/// that is gone for good (the sink) does.
 pub async fn run_account(
     account: &AccountRuntime,
     cursors: &CursorStore,
     sink: &Sink,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
-    info!(account = %account.id, program = %account.program.display(), "starting imsg rpc");
-    let options = ClientOptions {
-        request_timeout: account.probe_timeout,
-        ..ClientOptions::default()
-    };
-    let (rpc, child) = process::spawn(&account.program, &account.args, options)?;
-    let result = watch_loop(account, rpc.clone(), cursors, sink, cancel).await;
-    let exit = child.stop(&rpc).await;
-    debug!(account = %account.id, ?exit, "imsg rpc stopped");
-    result
-}
-
-async fn watch_loop(
-    account: &AccountRuntime,
-    rpc: RpcClient,
-    cursors: &CursorStore,
-    sink: &Sink,
-    cancel: &CancellationToken,
-) -> Result<(), GatewayError> {
-    let imsg = tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
-        imsg = ImsgClient::initialize(rpc, account.probe_timeout) => imsg?,
-    };
-    match imsg.protocol() {
-        Protocol::V1 { version } => {
-            info!(account = %account.id, version = version.as_deref().unwrap_or("?"), "imsg speaks protocol v1")
-        }
-        Protocol::Baseline => info!(account = %account.id, "imsg is a baseline server (no initialize)"),
-    }
-    let mut cursor = match cursors.load(&account.id)? {
-        Some(rowid) => rowid,
-        None => {
-            // First start: begin after the newest message and persist that at once, so a crash
-            // before the first message cannot turn into "start at the newest" again and skip rows.
-            let newest = imsg.newest_rowid().await?;
-            cursors.save(&account.id, newest)?;
-            info!(account = %account.id, rowid = newest, "no cursor yet: starting after the newest message");
-            newest
-        }
-    };
-    // 0 would mean "tail" to imsg; a negative cursor replays from the start (an empty database).
-    let since = if cursor > 0 { cursor } else { -1 };
-    let params = WatchParams {
-        since_rowid: Some(since),
-        attachments: account.include_attachments,
-    };
-    let mut subscription = imsg.watch(&params).await?;
-    info!(account = %account.id, subscription = subscription.id(), since_rowid = cursor, "watching for messages");
-
-    let ended = loop {
-        let event = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break None,
-            event = subscription.next() => event,
+    let mut backoff = Backoff::default();
+    let mut carry = Carry::default();
+    loop {
+        carry.watching_since = None;
+        let result = session::run(account, &mut carry, cursors, sink, cancel).await;
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(GatewayError::Sink(err)) => return Err(GatewayError::Sink(err)),
+            Err(_) if cancel.is_cancelled() => return Ok(()),
+            Err(err) => err,
         };
-        match event {
-            SubscriptionEvent::Notification(notification) => {
-                match handle_notification(account, &notification, cursor, sink).await? {
-                    Handled::Advanced(rowid) => {
-                        cursors.save(&account.id, rowid)?;
-                        cursor = rowid;
-                    }
-                    Handled::Ignored => {}
-                    Handled::WatchEnded(reason) => break Some(reason),
-                }
-            }
-            SubscriptionEvent::Overflow => break Some("the bridge fell behind the watch".to_string()),
-            SubscriptionEvent::Closed(err) => return Err(err.into()),
+        if carry.watching_since.is_some_and(|t| t.elapsed() >= HEALTHY) {
+            backoff.reset();
         }
-    };
-    if let Some(reason) = ended {
-        return Err(GatewayError::WatchEnded(reason));
-    }
-    info!(account = %account.id, rowid = cursor, "stopping: unsubscribing");
-    if let Err(err) = imsg.unwatch(subscription.id()).await {
-        debug!(account = %account.id, %err, "watch.unsubscribe failed during shutdown");
-    }
-    Ok(())
-}
-
-enum Handled {
-    /// The message was dealt with (delivered or deliberately skipped): the cursor may move here.
-    Advanced(i64),
-    Ignored,
-    WatchEnded(String),
-}
-
-async fn handle_notification(
-    account: &AccountRuntime,
-    notification: &Notification,
-    cursor: i64,
-    sink: &Sink,
-) -> Result<Handled, GatewayError> {
-    match notification.method.as_str() {
-        "message" => {}
-        "error" => {
-            let message = notification
-                .params
-                .pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("");
-            return Ok(Handled::WatchEnded(format!(
-                "imsg reported a watch error: {}",
-                truncate_chars(message, 200)
-            )));
+        let delay = backoff.next_delay();
+        let secs = format!("{:.1}", delay.as_secs_f64());
+        if carry.watching_since.is_some() {
+            warn!(account = %account.id, "connection lost: {err}; backing off {secs} s");
+        } else {
+            error!(account = %account.id, "cannot reach imsg: {err}; backing off {secs} s");
         }
-        "watch.overflow" => return Ok(Handled::WatchEnded("imsg reported watch.overflow".to_string())),
-        other => {
-            debug!(method = other, "ignoring notification");
-            return Ok(Handled::Ignored);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => info!(account = %account.id, "reconnecting"),
         }
     }
-    let Some(raw) = notification.params.get("message") else {
-        warn!(account = %account.id, "dropping a message notification without a message");
-        return Ok(Handled::Ignored);
-    };
-    let message: Message = match serde_json::from_value(raw.clone()) {
-        Ok(message) => message,
-        Err(err) => {
-            warn!(account = %account.id, %err, "dropping a malformed message payload");
-            return Ok(Handled::Ignored);
-        }
-    };
-    if message.id <= cursor {
-        debug!(account = %account.id, rowid = message.id, cursor, "skipping a message at or before the cursor");
-        return Ok(Handled::Ignored);
-    }
-    if message.is_from_me {
-        debug!(account = %account.id, rowid = message.id, "skipping our own outgoing message");
-        return Ok(Handled::Advanced(message.id));
-    }
-    let envelope = normalize(&message, &account.envelope);
-    trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
-    sink.deliver(&envelope).await?;
-    Ok(Handled::Advanced(message.id))
 }

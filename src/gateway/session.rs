@@ -1,0 +1,210 @@
+//! One session of an account: open the transport, initialize, subscribe from the cursor, deliver
+//! until the watch or the connection ends, then stop the peer gracefully.
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, trace, warn};
+
+use super::replay::{ReplayBound, Verdict};
+use super::{AccountRuntime, Carry, GatewayError};
+use crate::envelope::normalize;
+use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
+use crate::rpc::{ClientOptions, Notification, RpcClient, SubscriptionEvent, truncate_chars};
+use crate::sink::Sink;
+use crate::state::CursorStore;
+use crate::transport::{self, resolve::Plan};
+
+/// Ok when cancelled; Err when the session ended for any other reason.
+pub(super) async fn run(
+    account: &AccountRuntime,
+    carry: &mut Carry,
+    cursors: &CursorStore,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<(), GatewayError> {
+    if let Plan::Process { program, .. } = &account.plan {
+        info!(account = %account.id, program = %program.display(), "starting imsg rpc");
+    }
+    let options = ClientOptions {
+        request_timeout: account.probe_timeout,
+        ..ClientOptions::default()
+    };
+    let opening = transport::open(&account.plan, &account.id, options, &mut carry.remote_cli);
+    let (rpc, peer) = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        opened = opening => opened?,
+    };
+    let result = watch(account, carry, rpc.clone(), cursors, sink, cancel).await;
+    let exit = peer.stop(&rpc).await;
+    debug!(account = %account.id, ?exit, "imsg rpc stopped");
+    result
+}
+
+async fn watch(
+    account: &AccountRuntime,
+    carry: &mut Carry,
+    rpc: RpcClient,
+    cursors: &CursorStore,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<(), GatewayError> {
+    let imsg = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        imsg = ImsgClient::initialize(rpc, account.probe_timeout) => imsg?,
+    };
+    match imsg.protocol() {
+        Protocol::V1 { version } => {
+            info!(account = %account.id, version = version.as_deref().unwrap_or("?"), "imsg speaks protocol v1")
+        }
+        Protocol::Baseline => info!(account = %account.id, "imsg is a baseline server (no initialize)"),
+    }
+    let newest = imsg.newest_rowid().await?;
+    let mut cursor = match cursors.load(&account.id)? {
+        Some(rowid) => rowid,
+        None => {
+            // First start: begin after the newest message and persist that at once, so a crash
+            // before the first message cannot turn into "start at the newest" again and skip rows.
+            cursors.save(&account.id, newest)?;
+            info!(account = %account.id, rowid = newest, "no cursor yet: starting after the newest message");
+            newest
+        }
+    };
+    let mut bound = ReplayBound::new(&account.replay, cursor, newest, chrono::Utc::now());
+    if newest > cursor {
+        info!(account = %account.id, from = cursor, to = newest, "catching up on rows missed while away");
+    }
+    let mut summarized = newest <= cursor;
+    // 0 would mean "tail" to imsg; a negative cursor replays from the start (an empty database).
+    let since = if cursor > 0 { cursor } else { -1 };
+    let params = WatchParams {
+        since_rowid: Some(since),
+        attachments: account.include_attachments,
+    };
+    let mut subscription = imsg.watch(&params).await?;
+    carry.watching_since = Some(Instant::now());
+    info!(account = %account.id, subscription = subscription.id(), since_rowid = cursor, "watching for messages");
+
+    let ended = loop {
+        let event = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break None,
+            event = subscription.next() => event,
+        };
+        let notification = match event {
+            SubscriptionEvent::Notification(notification) => notification,
+            SubscriptionEvent::Overflow => break Some("the bridge fell behind the watch".to_string()),
+            SubscriptionEvent::Closed(err) => return Err(err.into()),
+        };
+        let message = match parse(account, &notification) {
+            Parsed::Message(message) => message,
+            Parsed::Ignored => continue,
+            Parsed::Ended(reason) => break Some(reason),
+        };
+        if message.id <= cursor {
+            debug!(account = %account.id, rowid = message.id, cursor, "skipping a row at or before the cursor");
+            continue;
+        }
+        deliver(account, carry, &mut bound, &message, sink).await?;
+        cursors.save(&account.id, message.id)?;
+        cursor = message.id;
+        if !summarized && bound.is_live(message.id) {
+            summarize(account, &bound);
+            summarized = true;
+        }
+    };
+    if let Some(reason) = ended {
+        return Err(GatewayError::WatchEnded(reason));
+    }
+    info!(account = %account.id, rowid = cursor, "stopping: unsubscribing");
+    if let Err(err) = imsg.unwatch(subscription.id()).await {
+        debug!(account = %account.id, %err, "watch.unsubscribe failed during shutdown");
+    }
+    Ok(())
+}
+
+/// Hand one row to the sink unless it is ours, a duplicate, or beyond the replay bound. Every
+/// outcome lets the cursor move past the row.
+async fn deliver(
+    account: &AccountRuntime,
+    carry: &mut Carry,
+    bound: &mut ReplayBound,
+    message: &Message,
+    sink: &Sink,
+) -> Result<(), GatewayError> {
+    if message.is_from_me {
+        debug!(account = %account.id, rowid = message.id, "skipping our own outgoing message");
+        return Ok(());
+    }
+    match bound.judge(message.id, &message.created_at) {
+        Verdict::Dispatch => {}
+        verdict => {
+            debug!(account = %account.id, rowid = message.id, ?verdict, "skipping a row beyond bridge.replay");
+            return Ok(());
+        }
+    }
+    if !carry.recent.insert(&message.guid) {
+        debug!(account = %account.id, rowid = message.id, guid = %message.guid, "skipping a message already delivered");
+        return Ok(());
+    }
+    let envelope = normalize(message, &account.envelope);
+    trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
+    sink.deliver(&envelope).await?;
+    Ok(())
+}
+
+fn summarize(account: &AccountRuntime, bound: &ReplayBound) {
+    if bound.skipped() == 0 {
+        info!(account = %account.id, "caught up");
+        return;
+    }
+    warn!(
+        account = %account.id,
+        skipped = bound.skipped(),
+        beyond_max_rows = bound.too_many,
+        older_than_max_age = bound.too_old,
+        "caught up; skipped {} missed rows beyond bridge.replay (maxRows {}, maxAgeMinutes {})",
+        bound.skipped(),
+        account.replay.max_rows,
+        account.replay.max_age_minutes
+    );
+}
+
+enum Parsed {
+    Message(Box<Message>),
+    Ignored,
+    Ended(String),
+}
+
+fn parse(account: &AccountRuntime, notification: &Notification) -> Parsed {
+    match notification.method.as_str() {
+        "message" => {}
+        "error" => {
+            let message = notification
+                .params
+                .pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("");
+            return Parsed::Ended(format!(
+                "imsg reported a watch error: {}",
+                truncate_chars(message, 200)
+            ));
+        }
+        "watch.overflow" => return Parsed::Ended("imsg reported watch.overflow".to_string()),
+        other => {
+            debug!(method = other, "ignoring notification");
+            return Parsed::Ignored;
+        }
+    }
+    let Some(raw) = notification.params.get("message") else {
+        warn!(account = %account.id, "dropping a message notification without a message");
+        return Parsed::Ignored;
+    };
+    match serde_json::from_value(raw.clone()) {
+        Ok(message) => Parsed::Message(Box::new(message)),
+        Err(err) => {
+            warn!(account = %account.id, %err, "dropping a malformed message payload");
+            Parsed::Ignored
+        }
+    }
+}
