@@ -2,6 +2,7 @@
 //! codes (0 success, 1 a check or operation failed, 2 usage or config error). `anyhow` lives here.
 
 mod chats;
+mod detect;
 mod run;
 
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ enum Command {
     Chats(chats::ChatsArgs),
     /// Show the newest messages of a chat
     History(chats::HistoryArgs),
+    /// Read a wrapper script (never run it): its SSH target and whether transport "auto" replaces it
+    Detect(detect::DetectArgs),
 }
 
 /// Errors that carry their own exit code.
@@ -87,6 +90,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Needs no config: it inspects a file the operator names.
+    if let Command::Detect(args) = &cli.command {
+        return detect::detect(args);
+    }
     let config = config::load(cli.config.as_deref())?;
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
@@ -99,6 +106,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => {
             chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
         }
+        Command::Detect(args) => detect::detect(args),
     }
 }
 

@@ -15,9 +15,6 @@ use super::wrapper::{self, WrapperAnalysis};
 use crate::config::{Account, SshConfig, TransportKind};
 use crate::util::{expand_tilde, home_dir};
 
-/// Largest file at `cliPath` we read as a possible wrapper script.
-const MAX_WRAPPER_BYTES: u64 = 64 * 1024;
-
 /// How an account reaches `imsg rpc`.
 #[derive(Debug, Clone)]
 pub enum Plan {
@@ -97,18 +94,12 @@ pub fn plan(account: &Account) -> Result<Plan, ResolveError> {
     }
 }
 
-/// The wrapper analysis of `cliPath` when it is a small text file.
+/// The wrapper analysis of `cliPath` when it is a regular file (a binary analyses as not transparent).
 fn read_wrapper(account: &Account) -> Option<WrapperAnalysis> {
-    let meta = std::fs::metadata(&account.cli_path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_WRAPPER_BYTES {
+    if !std::fs::metadata(&account.cli_path).is_ok_and(|m| m.is_file()) {
         return None;
     }
-    let bytes = std::fs::read(&account.cli_path).ok()?;
-    // A binary (the real imsg, imsg-sim) is not a script.
-    if bytes.contains(&0) {
-        return None;
-    }
-    Some(wrapper::analyze(&String::from_utf8_lossy(&bytes)))
+    wrapper::analyze_file(&account.cli_path).ok()
 }
 
 fn ssh_plan(account: &Account, wrapper: Option<WrapperAnalysis>) -> Result<Option<SshPlan>, ResolveError> {
