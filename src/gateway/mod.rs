@@ -48,6 +48,12 @@ pub enum GatewayError {
     Sink(#[from] SinkError),
     #[error("the watch ended: {0}")]
     WatchEnded(String),
+    #[error("{reason} ({source})")]
+    ConnectionLost {
+        reason: String,
+        #[source]
+        source: Box<GatewayError>,
+    },
 }
 
 /// What survives from one session to the next.

@@ -35,7 +35,16 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return Ok(()),
         opened = opening => opened?,
     };
-    let result = watch(account, carry, rpc.clone(), cursors, sink, cancel).await;
+    let result = match watch(account, carry, rpc.clone(), cursors, sink, cancel).await {
+        Err(err) if !matches!(err, GatewayError::Sink(_)) => Err(match peer.end_reason().await {
+            Some(reason) => GatewayError::ConnectionLost {
+                reason,
+                source: Box::new(err),
+            },
+            None => err,
+        }),
+        other => other,
+    };
     let exit = peer.stop(&rpc).await;
     debug!(account = %account.id, ?exit, "imsg rpc stopped");
     result

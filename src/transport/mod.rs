@@ -64,6 +64,24 @@ impl Peer {
         }
     }
 
+    /// Why the SSH connection under this peer ended, when it has (None: it is up, or no SSH).
+    /// russh closes the channels a moment before it reports the reason, so wait for it briefly.
+    pub async fn end_reason(&self) -> Option<String> {
+        let Peer::Ssh { connection, .. } = self else {
+            return None;
+        };
+        if !connection.is_closed() {
+            return None;
+        }
+        for _ in 0..20 {
+            if let Some(reason) = connection.end_reason() {
+                return Some(reason);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Some("the SSH connection closed".to_string())
+    }
+
     /// The SSH connection, when there is one (SFTP rides on it).
     pub fn connection(&self) -> Option<&Arc<SshConnection>> {
         match self {

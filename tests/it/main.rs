@@ -8,6 +8,8 @@
 
 mod client;
 mod config;
+mod native;
+mod proxy;
 mod run;
 mod sim;
 mod ssh;

@@ -180,3 +180,21 @@ async fn connects_through_a_proxy_jump() {
         jump_sshd.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_the_servers_auth_banner() {
+    let banner_dir = tempfile::tempdir().unwrap();
+    let banner = banner_dir.path().join("banner");
+    std::fs::write(
+        &banner,
+        "Tailscale SSH: visit https://login.example/check to approve\n",
+    )
+    .unwrap();
+    let sshd = Sshd::start_with(crate::sshd::SshdOptions {
+        extra_config: vec![format!("Banner {}", banner.display())],
+        ..Default::default()
+    });
+    let connection = ssh::connect(&sshd.target()).await.unwrap();
+    let kept = connection.info.banner.clone().unwrap_or_default();
+    assert!(kept.contains("https://login.example/check"), "{kept:?}");
+}

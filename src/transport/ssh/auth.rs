@@ -144,12 +144,12 @@ async fn try_key_file(
             });
         }
         Err(err) => {
-            let hint = if passphrase.is_some() {
-                " (wrong passphrase?)"
-            } else {
-                ""
-            };
-            return Err(format!("unreadable: {err}{hint}"));
+            return Err(match (passphrase_env, passphrase.is_some()) {
+                (Some(name), true) => {
+                    format!("cannot decrypt it with the passphrase in ${name} (wrong passphrase?): {err}")
+                }
+                _ => format!("unreadable: {err}"),
+            });
         }
     };
     let cert_path = PathBuf::from(format!("{}-cert.pub", path.display()));

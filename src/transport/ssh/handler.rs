@@ -25,6 +25,8 @@ pub struct Observed {
     pub learned: bool,
     /// Authentication banners (Tailscale "check" mode sends its URL here).
     pub banner: Option<String>,
+    /// Why the session ended, once it has (keepalive timeout, the server's goodbye, an I/O error).
+    pub ended: Option<String>,
 }
 
 /// Why a host key was refused.
@@ -50,6 +52,7 @@ pub struct ClientHandler {
     port: u16,
     strict: StrictHostKeyChecking,
     known_hosts: Vec<std::path::PathBuf>,
+    keepalive_max: usize,
     observed: Shared,
 }
 
@@ -60,6 +63,7 @@ impl ClientHandler {
             port: target.port,
             strict: target.strict_host_key_checking,
             known_hosts: target.known_hosts_files.clone(),
+            keepalive_max: target.keepalive_max,
             observed,
         }
     }
@@ -124,6 +128,9 @@ impl client::Handler for ClientHandler {
             observed.fingerprint = Some(public.fingerprint(HashAlg::Sha256).to_string());
             observed.algorithm = Some(public.algorithm().as_str().to_string());
         }
+        if self.strict == StrictHostKeyChecking::No {
+            warn!(host = %self.host, "strictHostKeyChecking is \"no\": the host key is not enforced on this connection");
+        }
         let status = self.verdict(key);
         let refusal = match (status, self.strict) {
             (HostKeyStatus::Trusted { .. }, _) => None,
@@ -149,14 +156,43 @@ impl client::Handler for ClientHandler {
                 }
                 Err(detail) => Some(Refusal::CannotRecord { detail }),
             },
-            (HostKeyStatus::Unknown, StrictHostKeyChecking::No) => {
-                warn!(host = %self.host, "host key not verified (strictHostKeyChecking is \"no\")");
-                None
-            }
+            (HostKeyStatus::Unknown, StrictHostKeyChecking::No) => None,
         };
         let accepted = refusal.is_none();
         lock(&self.observed).refusal = refusal;
         Ok(accepted)
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let (text, result) = match reason {
+            client::DisconnectReason::ReceivedDisconnect(info) => (
+                format!(
+                    "the server closed the connection ({:?}: {})",
+                    info.reason_code,
+                    crate::rpc::truncate_chars(info.message.trim(), 200)
+                ),
+                Ok(()),
+            ),
+            client::DisconnectReason::Error(russh::Error::KeepaliveTimeout) => (
+                format!("no answer to {} keepalives: the link or the Mac is down", self.keepalive_max),
+                Err(russh::Error::KeepaliveTimeout),
+            ),
+            client::DisconnectReason::Error(russh::Error::IO(err))
+                if err.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                (
+                    "the connection closed without a goodbye (network cut, sshd restarted, or the Mac went to sleep)"
+                        .to_string(),
+                    Err(russh::Error::IO(err)),
+                )
+            }
+            client::DisconnectReason::Error(err) => (err.to_string(), Err(err)),
+        };
+        lock(&self.observed).ended = Some(text);
+        result
     }
 
     async fn auth_banner(&mut self, banner: &str, _session: &mut Session) -> Result<(), Self::Error> {

@@ -132,6 +132,7 @@ pub struct SshConnection {
     _jumps: Vec<Arc<Handle<ClientHandler>>>,
     pub info: ConnectionInfo,
     target: SshTarget,
+    observed: Arc<Mutex<Observed>>,
 }
 
 impl std::fmt::Debug for SshConnection {
@@ -151,6 +152,11 @@ impl SshConnection {
     /// Whether the session has ended (keepalive timeout, disconnect, I/O error).
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+
+    /// Why the session ended, when it has: the first thing an operator asks after "connection lost".
+    pub fn end_reason(&self) -> Option<String> {
+        handler::lock(&self.observed).ended.clone()
     }
 
     pub(crate) fn handle(&self) -> &Handle<ClientHandler> {
@@ -260,22 +266,23 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection, SshError> {
                 addr: addr.clone(),
                 after: AUTH_TIMEOUT,
             })??;
-        let observed = handler::lock(&observed);
+        let seen = handler::lock(&observed);
         let info = ConnectionInfo {
-            fingerprint: observed.fingerprint.clone().unwrap_or_default(),
-            algorithm: observed.algorithm.clone().unwrap_or_default(),
-            host_key_learned: observed.learned,
+            fingerprint: seen.fingerprint.clone().unwrap_or_default(),
+            algorithm: seen.algorithm.clone().unwrap_or_default(),
+            host_key_learned: seen.learned,
             auth_method: method,
-            banner: observed.banner.clone(),
+            banner: seen.banner.clone(),
         };
+        drop(seen);
         info!(target = %hop.display(), host_key = %info.fingerprint, auth = %info.auth_method, "connected");
         let handle = Arc::new(handle);
         if let Some(jump) = previous.replace(handle) {
             jumps.push(jump);
         }
-        last_info = Some(info);
+        last_info = Some((info, observed));
     }
-    let (Some(handle), Some(info)) = (previous, last_info) else {
+    let (Some(handle), Some((info, observed))) = (previous, last_info) else {
         // Unreachable: `hops` always holds at least the target itself.
         return Err(SshError::Ssh(russh::Error::Disconnect));
     };
@@ -285,6 +292,7 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection, SshError> {
         _jumps: jumps,
         info,
         target: target.clone(),
+        observed,
     })
 }
 
