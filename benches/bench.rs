@@ -1,0 +1,66 @@
+//! `cargo bench [-- NAME…]`: imsg-bridge measured side by side with the OpenSSH path users run
+//! today, against a real sshd on loopback with imsg-sim as the remote imsg. Prints a table and writes
+//! `target/bench-results.json`. Benchmarks, not tests: nothing here asserts a speed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod report;
+#[path = "../tests/it/sshd.rs"]
+#[allow(dead_code)]
+mod sshd;
+mod startup;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Run `imsg-sim` with `args`; panics with its stderr on failure.
+fn sim(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_imsg-sim"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "imsg-sim {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How many measured rounds each benchmark runs: `cargo bench` passes `--bench`; under `cargo test
+/// --all-targets` the binary runs without it, and one round proves the benchmarks still work.
+pub fn rounds(full: usize) -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        full
+    } else {
+        1
+    }
+}
+
+fn main() {
+    // Anything that is not a flag names the benchmarks to run.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let selected = |name: &str| wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    if selected("startup") {
+        rows.push(startup::run(&runtime, work.path()));
+    }
+    report::print_table(&rows);
+    if rounds(2) == 1 {
+        println!("\nsmoke run (one round each); `cargo bench` measures");
+        return;
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
+    match report::write_json(&rows, &out) {
+        Ok(()) => println!("\nwritten: {}", out.display()),
+        Err(err) => eprintln!("cannot write {}: {err}", out.display()),
+    }
+}
