@@ -196,10 +196,11 @@ fn collect(
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            // Stored before it is announced, so a waiter that saw the line also finds it in `stderr()`.
+            into.lock().unwrap().push(line.clone());
             if let Some(tx) = &tx {
-                let _ = tx.send(line.clone());
+                let _ = tx.send(line);
             }
-            into.lock().unwrap().push(line);
         }
     });
 }
