@@ -80,6 +80,31 @@ pub fn store(db_path: &Path, source: &Path) -> Result<StoredFile, SimError> {
     })
 }
 
+/// Record `path` as an attachment without copying it (`inject --attachment-ref`): the file may be
+/// elsewhere, a symlink, unreadable, or not exist yet, which is what the bridge's checks are about.
+pub fn reference(path: &Path) -> Result<StoredFile, SimError> {
+    if !path.is_absolute() {
+        return Err(SimError::BadInput(format!(
+            "--attachment-ref needs an absolute path: {}",
+            path.display()
+        )));
+    }
+    let transfer_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (mime_type, uti) = mime_and_uti(&transfer_name);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(StoredFile {
+        guid: uuid::Uuid::new_v4().to_string().to_uppercase(),
+        filename: path.display().to_string(),
+        transfer_name,
+        mime_type,
+        uti,
+        total_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+    })
+}
+
 /// `Attachments/` beside the database file, as an absolute path.
 pub fn attachments_root(db_path: &Path) -> Result<PathBuf, SimError> {
     let parent = match db_path.parent() {

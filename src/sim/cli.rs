@@ -112,6 +112,10 @@ struct InjectArgs {
     /// A file to attach (repeatable); copied into Attachments/ beside the database.
     #[arg(long, value_name = "FILE")]
     attachment: Vec<PathBuf>,
+    /// Record an absolute path as an attachment without copying it (repeatable); it may be a
+    /// symlink, unreadable, outside the attachment store, or not exist yet.
+    #[arg(long, value_name = "PATH")]
+    attachment_ref: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +140,9 @@ struct RpcArgs {
     baseline: bool,
     #[command(flatten)]
     faults: Faults,
+    /// Append every request line to this file (for tests and debugging clients).
+    #[arg(long, value_name = "FILE", env = "IMSG_SIM_REQUEST_LOG")]
+    request_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +233,7 @@ pub fn main() -> ExitCode {
                     Dialect::Strict
                 },
                 faults: args.faults,
+                request_log: args.request_log,
             };
             own_command(runtime.block_on(rpc::serve(tokio::io::stdin(), tokio::io::stdout(), opts)))
         }
@@ -304,6 +312,7 @@ fn run_inject(args: &InjectArgs, json: bool) -> Result<(), SimError> {
         participants: args.participants.clone(),
         text: args.text.clone(),
         attachments: args.attachment.clone(),
+        attachment_refs: args.attachment_ref.clone(),
     };
     let injected = db::inject(&expand_tilde(&args.db), &spec)?;
     if json {
@@ -322,6 +331,7 @@ fn backend(db: &DbArg) -> std::sync::Arc<Backend> {
         db_path: db.path(),
         dialect: Dialect::Strict,
         faults: Faults::default(),
+        request_log: None,
     })
 }
 

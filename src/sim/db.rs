@@ -134,6 +134,8 @@ pub struct InjectSpec {
     pub text: String,
     /// Files to attach; each is copied into the attachment store beside the database.
     pub attachments: Vec<PathBuf>,
+    /// Absolute paths recorded as attachments as they are, without copying (they may not exist yet).
+    pub attachment_refs: Vec<PathBuf>,
 }
 
 /// The row `inject` wrote.
@@ -159,11 +161,14 @@ pub fn inject(path: &Path, spec: &InjectSpec) -> Result<Injected, SimError> {
         return Err(SimError::BadInput("the group name must not be empty".into()));
     }
     // Copy the files first, so the write lock is not held while large files are copied.
-    let stored = spec
+    let mut stored = spec
         .attachments
         .iter()
         .map(|file| attachments::store(path, file))
         .collect::<Result<Vec<_>, _>>()?;
+    for file in &spec.attachment_refs {
+        stored.push(attachments::reference(file)?);
+    }
 
     let mut conn = open(path)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

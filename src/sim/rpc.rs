@@ -42,6 +42,9 @@ pub struct ServeOptions {
     /// Strict protocol v1 (default) or the baseline's quirks.
     pub dialect: Dialect,
     pub faults: Faults,
+    /// Append every request line received here (`--request-log`): lets tests see exactly what a
+    /// client sent, e.g. the remote path of an uploaded attachment.
+    pub request_log: Option<PathBuf>,
 }
 
 /// What method handlers need besides the client connection; also used by the CLI commands.
@@ -154,6 +157,7 @@ pub async fn serve(
 ) -> Result<(), SimError> {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
     let backend = Backend::new(&opts);
+    let request_log = opts.request_log.clone();
     // The baseline opened chat.db once at startup and answered everything with the banner if it failed.
     let startup_error = match opts.dialect {
         Dialect::Baseline => match backend.pool.run(|_| Ok(())).await {
@@ -172,7 +176,7 @@ pub async fn serve(
         startup_error,
     });
     let reading = async move {
-        let result = read_loop(&server, reader).await;
+        let result = read_loop(&server, reader, opts_log(&request_log)).await;
         // Dropping the last Server drops the last Outbox, which lets the writer finish.
         drop(server);
         result
@@ -203,7 +207,23 @@ fn lane(method: &str) -> Lane {
     }
 }
 
-async fn read_loop(server: &Arc<Server>, reader: impl AsyncRead + Unpin) -> Result<(), SimError> {
+/// Open the request log for appending; a log that cannot be opened is reported, not fatal.
+fn opts_log(path: &Option<PathBuf>) -> Option<std::fs::File> {
+    let path = path.as_ref()?;
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(file) => Some(file),
+        Err(err) => {
+            tracing::warn!("cannot open the request log {}: {err}", path.display());
+            None
+        }
+    }
+}
+
+async fn read_loop(
+    server: &Arc<Server>,
+    reader: impl AsyncRead + Unpin,
+    mut request_log: Option<std::fs::File>,
+) -> Result<(), SimError> {
     let dialect = server.backend.dialect;
     let mut lines = LineReader::new(reader);
     let tracker = TaskTracker::new();
@@ -238,6 +258,10 @@ async fn read_loop(server: &Arc<Server>, reader: impl AsyncRead + Unpin) -> Resu
         };
         if line.trim().is_empty() {
             continue;
+        }
+        if let Some(log) = request_log.as_mut() {
+            use std::io::Write;
+            let _ = writeln!(log, "{}", line.trim_end());
         }
         let req = match protocol::parse_request(&line, dialect) {
             Ok(req) => req,
@@ -454,6 +478,7 @@ mod tests {
             db_path,
             dialect,
             faults: Faults::default(),
+            request_log: None,
         };
         serve(input.as_bytes(), &mut out, opts).await.unwrap();
         String::from_utf8(out)

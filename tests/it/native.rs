@@ -68,11 +68,8 @@ fn burst(db: &Path, range: std::ops::Range<usize>) {
     for i in range {
         let spec = InjectSpec {
             from: FROM.into(),
-            chat_guid: None,
-            group: None,
-            participants: vec![],
             text: format!("msg {i}"),
-            attachments: vec![],
+            ..Default::default()
         };
         inject(db, &spec).unwrap();
     }
