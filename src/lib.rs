@@ -13,6 +13,7 @@ pub mod config;
 pub mod envelope;
 pub mod gateway;
 pub mod imsg;
+pub mod media;
 pub mod rpc;
 pub mod sim;
 pub mod sink;

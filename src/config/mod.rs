@@ -28,7 +28,7 @@ pub use error::{ConfigError, Origin};
 pub use types::{
     Account, AgentEntry, AgentKind, AgentSink, BlockStreamingCoalesce, BridgeConfig, ChunkMode, ConfigEnum,
     ContextVisibility, DmConfig, DmPolicy, DmScope, GroupConfig, GroupPolicy, HeartbeatConfig, HttpConfig,
-    MarkdownTables, MessagesConfig, ReplayConfig, Service, SessionConfig, SshConfig, StrictHostKeyChecking,
+    MarkdownTables, MediaConfig, MessagesConfig, ReplayConfig, Service, SessionConfig, SshConfig, StrictHostKeyChecking,
     TransportKind,
 };
 

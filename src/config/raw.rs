@@ -162,6 +162,7 @@ pub struct RawBridge {
     pub agent: Option<RawAgentSink>,
     pub http: Option<RawHttp>,
     pub replay: Option<RawReplay>,
+    pub media: Option<RawMedia>,
 }
 
 /// `bridge.agent`: the union of every kind's keys; `validate` rejects keys of another kind.
@@ -187,6 +188,15 @@ pub struct RawHttp {
 pub struct RawReplay {
     pub max_rows: Option<i64>,
     pub max_age_minutes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMedia {
+    pub cache_max_mb: Option<i64>,
+    pub cache_max_age_hours: Option<i64>,
+    pub pull_retries: Option<i64>,
+    pub outbound_grace_ms: Option<i64>,
 }
 
 // Lenient sections: only the keys we read, everything else ignored (no deny_unknown_fields).

@@ -176,6 +176,15 @@ static REPLAY: Obj = Obj {
     groups: &[&[("maxRows", Shape::Leaf), ("maxAgeMinutes", Shape::Leaf)]],
     root_only: &[],
 };
+static MEDIA: Obj = Obj {
+    groups: &[&[
+        ("cacheMaxMb", Shape::Leaf),
+        ("cacheMaxAgeHours", Shape::Leaf),
+        ("pullRetries", Shape::Leaf),
+        ("outboundGraceMs", Shape::Leaf),
+    ]],
+    root_only: &[],
+};
 
 /// `bridge`.
 pub static BRIDGE: Obj = Obj {
@@ -185,6 +194,7 @@ pub static BRIDGE: Obj = Obj {
         ("agent", Shape::Object(&AGENT)),
         ("http", Shape::Object(&HTTP)),
         ("replay", Shape::Object(&REPLAY)),
+        ("media", Shape::Object(&MEDIA)),
     ]],
     root_only: &[],
 };
@@ -289,6 +299,7 @@ mod tests {
             ("agent", names(&AGENT), serde_fields::<raw::RawAgentSink>()),
             ("http", names(&HTTP), serde_fields::<raw::RawHttp>()),
             ("replay", names(&REPLAY), serde_fields::<raw::RawReplay>()),
+            ("media", names(&MEDIA), serde_fields::<raw::RawMedia>()),
         ];
         for (what, schema, serde) in cases {
             assert!(!serde.is_empty(), "{what}: no fields captured");

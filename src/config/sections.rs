@@ -8,7 +8,7 @@ use super::account::normalize_id;
 use super::error::ConfigError;
 use super::raw::{RawAgentSink, RawAgents, RawBridge, RawMessages, RawSession, typed};
 use super::types::{
-    AgentEntry, AgentKind, AgentSink, BridgeConfig, DmScope, HttpConfig, MessagesConfig, ReplayConfig,
+    AgentEntry, AgentKind, AgentSink, BridgeConfig, DmScope, HttpConfig, MediaConfig, MessagesConfig, ReplayConfig,
     SessionConfig,
 };
 use super::validate::{self, enum_value, non_negative, positive, small, trimmed};
@@ -58,6 +58,8 @@ pub(super) fn bridge(raw: &RawBridge, state_dir_override: Option<&str>) -> Resul
         })
         .transpose()?;
     let replay = raw.replay.clone().unwrap_or_default();
+    let media = raw.media.clone().unwrap_or_default();
+    let defaults = MediaConfig::default();
     Ok(BridgeConfig {
         state_dir: expand_tilde(&state_dir),
         agent_id,
@@ -73,6 +75,17 @@ pub(super) fn bridge(raw: &RawBridge, state_dir_override: Option<&str>) -> Resul
                 .unwrap_or(DEFAULT_REPLAY_MAX_ROWS),
             max_age_minutes: non_negative(replay.max_age_minutes, "bridge.replay.maxAgeMinutes")?
                 .unwrap_or(DEFAULT_REPLAY_MAX_AGE_MINUTES),
+        },
+        media: MediaConfig {
+            cache_max_mb: positive(media.cache_max_mb, "bridge.media.cacheMaxMb")?
+                .unwrap_or(defaults.cache_max_mb),
+            cache_max_age_hours: positive(media.cache_max_age_hours, "bridge.media.cacheMaxAgeHours")?
+                .unwrap_or(defaults.cache_max_age_hours),
+            pull_retries: non_negative(media.pull_retries, "bridge.media.pullRetries")?
+                .map(|n| u32::try_from(n.min(20)).unwrap_or(20))
+                .unwrap_or(defaults.pull_retries),
+            outbound_grace_ms: non_negative(media.outbound_grace_ms, "bridge.media.outboundGraceMs")?
+                .unwrap_or(defaults.outbound_grace_ms),
         },
     })
 }

@@ -242,6 +242,7 @@ pub struct BridgeConfig {
     pub agent: AgentSink,
     pub http: Option<HttpConfig>,
     pub replay: ReplayConfig,
+    pub media: MediaConfig,
 }
 
 /// Where envelopes go (`bridge.agent`).
@@ -296,6 +297,30 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Name of the variable holding the bearer token.
     pub token_env: String,
+}
+
+/// The attachment cache and transfer knobs (`bridge.media`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Size bound of `stateDir/media/inbound`, in MiB.
+    pub cache_max_mb: u64,
+    /// Staged files older than this are removed.
+    pub cache_max_age_hours: u64,
+    /// Extra tries for a file that is missing or still growing right after its message.
+    pub pull_retries: u32,
+    /// How long an uploaded outbound file stays on the Mac after its send.
+    pub outbound_grace_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            cache_max_mb: 1024,
+            cache_max_age_hours: 7 * 24,
+            pull_retries: 5,
+            outbound_grace_ms: 5_000,
+        }
+    }
 }
 
 /// Bounds on what is replayed after downtime.
