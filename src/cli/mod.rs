@@ -1,6 +1,7 @@
 //! Command line: clap subcommands, one file each, logging set-up, and the mapping of errors to exit
 //! codes (0 success, 1 a check or operation failed, 2 usage or config error). `anyhow` lives here.
 
+mod attachments;
 mod chats;
 mod detect;
 mod run;
@@ -14,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Account, Config, ConfigError};
 use crate::envelope::EnvelopeContext;
-use crate::gateway::AccountRuntime;
+use crate::gateway::{AccountRuntime, MediaRuntime};
 use crate::transport::resolve::{self, ResolveError};
 
 /// Connect an agent gateway to iMessage on a Mac running imsg.
@@ -56,6 +57,9 @@ enum Command {
     History(chats::HistoryArgs),
     /// Read a wrapper script (never run it): its SSH target and whether transport "auto" replaces it
     Detect(detect::DetectArgs),
+    /// Attachment sync diagnostics: `check` the newest attachments, `pull` one message's files
+    #[command(subcommand)]
+    Attachments(attachments::AttachmentsCommand),
 }
 
 /// Errors that carry their own exit code.
@@ -107,6 +111,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
         }
         Command::Detect(args) => detect::detect(args),
+        Command::Attachments(command) => {
+            attachments::run(&config, select_account(&config, cli.account.as_deref())?, command).await
+        }
     }
 }
 
@@ -147,6 +154,18 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
             main_key: config.session.main_key.clone(),
         },
         replay: config.bridge.replay,
+        media: MediaRuntime {
+            inbound: config.bridge.state_dir.join("media").join("inbound"),
+            local_roots: account.attachment_roots.clone(),
+            remote_roots: account.remote_attachment_roots.clone(),
+            max_bytes: account.media_max_mb.saturating_mul(1024 * 1024),
+            retries: config.bridge.media.pull_retries,
+            sftp_timeout: Duration::from_millis(
+                account.ssh.as_ref().map_or(60_000, |s| s.sftp_request_timeout_ms),
+            ),
+            cache_max_bytes: config.bridge.media.cache_max_mb.saturating_mul(1024 * 1024),
+            cache_max_age: Duration::from_secs(config.bridge.media.cache_max_age_hours.saturating_mul(3600)),
+        },
     })
 }
 

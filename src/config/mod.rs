@@ -28,8 +28,8 @@ pub use error::{ConfigError, Origin};
 pub use types::{
     Account, AgentEntry, AgentKind, AgentSink, BlockStreamingCoalesce, BridgeConfig, ChunkMode, ConfigEnum,
     ContextVisibility, DmConfig, DmPolicy, DmScope, GroupConfig, GroupPolicy, HeartbeatConfig, HttpConfig,
-    MarkdownTables, MediaConfig, MessagesConfig, ReplayConfig, Service, SessionConfig, SshConfig, StrictHostKeyChecking,
-    TransportKind,
+    MarkdownTables, MediaConfig, MessagesConfig, ReplayConfig, Service, SessionConfig, SshConfig,
+    StrictHostKeyChecking, TransportKind,
 };
 
 /// Names the config file when `--config` is not given.

@@ -8,8 +8,8 @@ use super::account::normalize_id;
 use super::error::ConfigError;
 use super::raw::{RawAgentSink, RawAgents, RawBridge, RawMessages, RawSession, typed};
 use super::types::{
-    AgentEntry, AgentKind, AgentSink, BridgeConfig, DmScope, HttpConfig, MediaConfig, MessagesConfig, ReplayConfig,
-    SessionConfig,
+    AgentEntry, AgentKind, AgentSink, BridgeConfig, DmScope, HttpConfig, MediaConfig, MessagesConfig,
+    ReplayConfig, SessionConfig,
 };
 use super::validate::{self, enum_value, non_negative, positive, small, trimmed};
 use crate::util::expand_tilde;

@@ -199,6 +199,21 @@ pub fn normalize(msg: &Message, ctx: &EnvelopeContext) -> Envelope {
     }
 }
 
+impl Envelope {
+    /// Attach the staged media. A message with media and no text gets the `<media:…>` placeholder
+    /// as its body text (reference §5.3), from the first attachment's MIME type.
+    pub fn set_media(&mut self, media: Vec<Media>) {
+        if self.text.trim().is_empty()
+            && let Some(first) = media.first()
+        {
+            let placeholder = crate::media::policy::placeholder(first.mime.as_deref().unwrap_or(""));
+            let when = parse_timestamp(&self.timestamp);
+            self.body = format_body(self.chat_type, &self.chat, &self.sender, when, &placeholder);
+        }
+        self.media = media;
+    }
+}
+
 fn reply_context(msg: &Message) -> Option<ReplyTo> {
     let id = msg.reply_to_guid.clone().or_else(|| {
         msg.reply_to_id.as_ref().and_then(|v| match v {

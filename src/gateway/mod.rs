@@ -7,6 +7,7 @@ mod dedupe;
 mod replay;
 mod session;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::ReplayConfig;
 use crate::envelope::EnvelopeContext;
+use crate::media::{Files, Stager};
 use crate::rpc::RpcError;
 use crate::sink::{Sink, SinkError};
 use crate::state::{CursorStore, StateError};
@@ -33,6 +35,39 @@ pub struct AccountRuntime {
     pub probe_timeout: Duration,
     pub envelope: EnvelopeContext,
     pub replay: ReplayConfig,
+    pub media: MediaRuntime,
+}
+
+/// Attachment settings of one account.
+#[derive(Debug, Clone)]
+pub struct MediaRuntime {
+    /// `stateDir/media/inbound` (the cache; this account stages into `<inbound>/<account>`).
+    pub inbound: PathBuf,
+    /// Roots for files read in place (local imsg) and over SSH.
+    pub local_roots: Vec<String>,
+    pub remote_roots: Vec<String>,
+    pub max_bytes: u64,
+    pub retries: u32,
+    pub sftp_timeout: Duration,
+    pub cache_max_bytes: u64,
+    pub cache_max_age: Duration,
+}
+
+impl MediaRuntime {
+    /// A stager over `files` for `account`.
+    pub fn stager(&self, account: &str, files: Files) -> Stager {
+        let roots = match files {
+            Files::Local => self.local_roots.clone(),
+            Files::Remote(_) => self.remote_roots.clone(),
+        };
+        Stager {
+            dir: self.inbound.join(account),
+            roots,
+            max_bytes: self.max_bytes,
+            retries: self.retries,
+            files,
+        }
+    }
 }
 
 /// Why a session (or the account) stopped.
@@ -64,6 +99,8 @@ struct Carry {
     remote_cli: Option<String>,
     /// When the current session started watching, for the health reset of the backoff.
     watching_since: Option<Instant>,
+    /// Media folders named by an envelope not yet accepted by the sink: the cache sweep skips them.
+    in_flight: std::collections::HashSet<PathBuf>,
 }
 
 /// Run one account until `cancel` fires (Ok). Connection trouble never ends it; only a consumer

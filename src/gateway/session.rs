@@ -10,6 +10,7 @@ use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, Carry, GatewayError};
 use crate::envelope::normalize;
 use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
+use crate::media::Stager;
 use crate::rpc::{ClientOptions, Notification, RpcClient, SubscriptionEvent, truncate_chars};
 use crate::sink::Sink;
 use crate::state::CursorStore;
@@ -35,7 +36,22 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return Ok(()),
         opened = opening => opened?,
     };
-    let result = match watch(account, carry, rpc.clone(), cursors, sink, cancel).await {
+    let stager = account.include_attachments.then(|| {
+        account
+            .media
+            .stager(&account.id, peer.files(account.media.sftp_timeout))
+    });
+    let result = match watch(
+        account,
+        carry,
+        rpc.clone(),
+        stager.as_ref(),
+        cursors,
+        sink,
+        cancel,
+    )
+    .await
+    {
         Err(err) if !matches!(err, GatewayError::Sink(_)) => Err(match peer.end_reason().await {
             Some(reason) => GatewayError::ConnectionLost {
                 reason,
@@ -54,6 +70,7 @@ async fn watch(
     account: &AccountRuntime,
     carry: &mut Carry,
     rpc: RpcClient,
+    stager: Option<&Stager>,
     cursors: &CursorStore,
     sink: &Sink,
     cancel: &CancellationToken,
@@ -114,7 +131,7 @@ async fn watch(
             debug!(account = %account.id, rowid = message.id, cursor, "skipping a row at or before the cursor");
             continue;
         }
-        deliver(account, carry, &mut bound, &message, sink).await?;
+        deliver(account, carry, &mut bound, &message, stager, sink).await?;
         cursors.save(&account.id, message.id)?;
         cursor = message.id;
         if !summarized && bound.is_live(message.id) {
@@ -139,6 +156,7 @@ async fn deliver(
     carry: &mut Carry,
     bound: &mut ReplayBound,
     message: &Message,
+    stager: Option<&Stager>,
     sink: &Sink,
 ) -> Result<(), GatewayError> {
     if message.is_from_me {
@@ -156,10 +174,33 @@ async fn deliver(
         debug!(account = %account.id, rowid = message.id, guid = %message.guid, "skipping a message already delivered");
         return Ok(());
     }
-    let envelope = normalize(message, &account.envelope);
+    let mut envelope = normalize(message, &account.envelope);
+    if let Some(stager) = stager
+        && !message.attachments.is_empty()
+    {
+        let folder = stager.message_dir(message);
+        carry.in_flight.insert(folder.clone());
+        envelope.set_media(stager.stage(message).await);
+        trace!(account = %account.id, rowid = message.id, "delivering");
+        let delivered = sink.deliver(&envelope).await;
+        carry.in_flight.remove(&folder);
+        sweep_cache(account, carry);
+        delivered?;
+        return Ok(());
+    }
     trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
     sink.deliver(&envelope).await?;
     Ok(())
+}
+
+/// Keep the media cache within its bounds; cheap enough to run after each message with media.
+fn sweep_cache(account: &AccountRuntime, carry: &Carry) {
+    crate::media::cache::sweep(
+        &account.media.inbound,
+        account.media.cache_max_bytes,
+        account.media.cache_max_age,
+        &carry.in_flight,
+    );
 }
 
 fn summarize(account: &AccountRuntime, bound: &ReplayBound) {

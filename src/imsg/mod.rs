@@ -79,6 +79,19 @@ impl ImsgClient {
         parse_field(&result, "messages", "messages.history")
     }
 
+    /// The message with this ROWID, with attachments, via `messages.after` (protocol v1). None when
+    /// the server lacks the method or has no such row.
+    pub async fn message_at(&self, rowid: i64) -> Result<Option<Message>, RpcError> {
+        let params = json!({"since_rowid": (rowid - 1).max(0), "limit": 1, "attachments": true});
+        let result = match self.call("messages.after", params).await {
+            Ok(result) => result,
+            Err(err) if err.code() == Some(-32601) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let messages: Vec<Message> = parse_field(&result, "messages", "messages.after")?;
+        Ok(messages.into_iter().find(|m| m.id == rowid))
+    }
+
     /// The ROWID of the newest message the server can see (0 when there is none): where a fresh
     /// cursor starts, so nothing that arrives after the first start is ever skipped.
     pub async fn newest_rowid(&self) -> Result<i64, RpcError> {

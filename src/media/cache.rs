@@ -28,7 +28,9 @@ pub fn sweep(inbound: &Path, max_bytes: u64, max_age: Duration, keep: &HashSet<P
         return Swept::default();
     };
     for account in accounts.flatten() {
-        let Ok(messages) = std::fs::read_dir(account.path()) else { continue };
+        let Ok(messages) = std::fs::read_dir(account.path()) else {
+            continue;
+        };
         for message in messages.flatten() {
             let path = message.path();
             if !path.is_dir() {
@@ -113,9 +115,18 @@ mod tests {
         let new = folder(tmp.path(), "new", 600, Duration::ZERO);
         let keep: HashSet<PathBuf> = [kept.clone()].into_iter().collect();
         let swept = sweep(tmp.path(), 700, hour * 24 * 7, &keep);
-        assert_eq!(swept, Swept { folders: 3, bytes: 1210 });
+        assert_eq!(
+            swept,
+            Swept {
+                folders: 3,
+                bytes: 1210
+            }
+        );
         assert!(!ancient.exists() && !old.exists());
-        assert!(kept.exists(), "in flight: kept although it is older and the cache is over its bound");
+        assert!(
+            kept.exists(),
+            "in flight: kept although it is older and the cache is over its bound"
+        );
         assert!(!new.exists(), "removed to fit, since the older one could not be");
         let swept = sweep(tmp.path(), 700, hour * 24 * 7, &HashSet::new());
         assert_eq!(swept, Swept::default(), "600 bytes fit");

@@ -39,7 +39,10 @@ pub enum FileError {
 impl FileError {
     /// Whether trying again later can help (the file may still be arriving or the session may heal).
     pub fn is_transient(&self) -> bool {
-        matches!(self, FileError::NotFound | FileError::Timeout | FileError::Other(_))
+        matches!(
+            self,
+            FileError::NotFound | FileError::Timeout | FileError::Other(_)
+        )
     }
 }
 
@@ -267,7 +270,11 @@ impl RemoteFiles {
         }
     }
 
-    async fn sftp_error(&self, session: &Arc<SftpSession>, err: russh_sftp::client::error::Error) -> FileError {
+    async fn sftp_error(
+        &self,
+        session: &Arc<SftpSession>,
+        err: russh_sftp::client::error::Error,
+    ) -> FileError {
         use russh_sftp::client::error::Error;
         match err {
             Error::Status(status) => match status.status_code {
@@ -340,9 +347,10 @@ impl RemoteFiles {
              else printf 'OK %s\\n%s\\n' \"$(wc -c < \"$r\" | tr -d ' ')\" \"$r\"; fi",
             quote::quote(path)
         );
-        let captured = crate::transport::ssh::exec::exec_capture(&self.connection, &command, self.request_timeout)
-            .await
-            .map_err(|e| FileError::Other(e.to_string()))?;
+        let captured =
+            crate::transport::ssh::exec::exec_capture(&self.connection, &command, self.request_timeout)
+                .await
+                .map_err(|e| FileError::Other(e.to_string()))?;
         let mut lines = captured.stdout.lines();
         let first = lines.next().unwrap_or_default();
         match first.split_once(' ').map_or((first, ""), |(a, b)| (a, b)) {
@@ -372,7 +380,12 @@ impl RemoteFiles {
     ) -> Result<u64, FileError> {
         let command = format!("/bin/cat -- {}", quote::quote(real_path));
         let other = |e: russh::Error| FileError::Other(e.to_string());
-        let mut channel = self.connection.handle().channel_open_session().await.map_err(other)?;
+        let mut channel = self
+            .connection
+            .handle()
+            .channel_open_session()
+            .await
+            .map_err(other)?;
         channel.exec(true, command.as_str()).await.map_err(other)?;
         let mut total = 0u64;
         let mut status = None;
@@ -392,9 +405,13 @@ impl RemoteFiles {
                         .await
                         .map_err(|e| FileError::Other(format!("cannot write the local copy: {e}")))?;
                 }
-                Some(ChannelMsg::ExtendedData { data, .. }) if stderr.len() < 4096 => stderr.extend_from_slice(&data),
+                Some(ChannelMsg::ExtendedData { data, .. }) if stderr.len() < 4096 => {
+                    stderr.extend_from_slice(&data)
+                }
                 Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-                Some(ChannelMsg::Failure) => return Err(FileError::Other(format!("the server refused `{command}`"))),
+                Some(ChannelMsg::Failure) => {
+                    return Err(FileError::Other(format!("the server refused `{command}`")));
+                }
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             }

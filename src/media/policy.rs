@@ -163,7 +163,10 @@ mod tests {
             ("/srv/media/a.png", true),
             ("/srv/media2/a.png", false),
             ("/Users/bot/Library/Messages/AttachmentsX/a.png", false),
-            ("/Users/bot/Library/Messages/Attachments/../../../etc/passwd", false),
+            (
+                "/Users/bot/Library/Messages/Attachments/../../../etc/passwd",
+                false,
+            ),
             ("/Users/bot/Library/Messages/Attachments/./a/../b.jpg", true),
             ("/Users/Library/Messages/Attachments/a.jpg", false),
             ("relative/Library/Messages/Attachments/a.jpg", false),

@@ -48,7 +48,13 @@ impl Stager {
         let folder: String = message
             .guid
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let folder = if folder.is_empty() {
             format!("rowid-{}", message.id)
@@ -97,10 +103,16 @@ impl Stager {
             ..base.clone()
         };
         if path.is_empty() {
-            return done(MediaStatus::Missing, "imsg reports no file path (not downloaded to the Mac yet?)".into());
+            return done(
+                MediaStatus::Missing,
+                "imsg reports no file path (not downloaded to the Mac yet?)".into(),
+            );
         }
         if !in_roots(path, &self.roots) {
-            return done(MediaStatus::OutsideRoots, format!("{path} is outside the attachment roots"));
+            return done(
+                MediaStatus::OutsideRoots,
+                format!("{path} is outside the attachment roots"),
+            );
         }
         let mut attempt = 0u32;
         loop {
@@ -119,7 +131,10 @@ impl Stager {
                         .get(attempt as usize)
                         .copied()
                         .unwrap_or(LATER_RETRY_MS);
-                    debug!(path, attempt, reason, "attachment not ready; retrying in {delay} ms");
+                    debug!(
+                        path,
+                        attempt, reason, "attachment not ready; retrying in {delay} ms"
+                    );
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     attempt += 1;
                 }
@@ -144,7 +159,10 @@ impl Stager {
         if !in_roots(&probe.real_path, &self.roots) {
             return done(
                 MediaStatus::OutsideRoots,
-                format!("{path} resolves to {} outside the attachment roots", probe.real_path),
+                format!(
+                    "{path} resolves to {} outside the attachment roots",
+                    probe.real_path
+                ),
             );
         }
         if probe.size > self.max_bytes {
@@ -183,7 +201,10 @@ impl Stager {
     /// The local transport references files in place: read once for the size check and sha256.
     async fn hash_in_place(&self, probe: &Probe) -> Result<(PathBuf, String), FileError> {
         let mut sink = HashingWriter::new(tokio::io::sink());
-        let n = self.files.read_into(&probe.real_path, self.max_bytes, &mut sink).await?;
+        let n = self
+            .files
+            .read_into(&probe.real_path, self.max_bytes, &mut sink)
+            .await?;
         if n != probe.size {
             return Err(FileError::Other(format!(
                 "still being written ({} bytes at stat, {n} read)",
@@ -195,13 +216,17 @@ impl Stager {
 
     /// Pull into a temp file beside the destination, then fsync and rename.
     async fn pull(&self, probe: &Probe, dir: &Path, name: &str) -> Result<(PathBuf, String), FileError> {
-        let local_error = |e: std::io::Error| FileError::Other(format!("cannot write under {}: {e}", dir.display()));
+        let local_error =
+            |e: std::io::Error| FileError::Other(format!("cannot write under {}: {e}", dir.display()));
         tokio::fs::create_dir_all(dir).await.map_err(local_error)?;
         let final_path = dir.join(name);
         let temp = dir.join(format!(".{name}.part"));
         let file = tokio::fs::File::create(&temp).await.map_err(local_error)?;
         let mut writer = HashingWriter::new(file);
-        let read = self.files.read_into(&probe.real_path, self.max_bytes, &mut writer).await;
+        let read = self
+            .files
+            .read_into(&probe.real_path, self.max_bytes, &mut writer)
+            .await;
         let result = async {
             let n = read?;
             if n != probe.size {
@@ -233,7 +258,9 @@ fn denied_reason(detail: &str) -> String {
 
 fn log_outcome(message: &Message, media: &Media) {
     match media.status {
-        MediaStatus::Ok => debug!(rowid = message.id, path = ?media.path, size = ?media.size, "attachment staged"),
+        MediaStatus::Ok => {
+            debug!(rowid = message.id, path = ?media.path, size = ?media.size, "attachment staged")
+        }
         MediaStatus::Missing | MediaStatus::TooLarge | MediaStatus::OutsideRoots => info!(
             rowid = message.id,
             status = ?media.status,
@@ -270,7 +297,11 @@ impl<W> HashingWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
@@ -334,7 +365,14 @@ mod tests {
         let outside = tmp.path().join("secret").display().to_string();
         let dotted = format!("{}/../secret", root.display());
         let gone = p("gone.txt");
-        let msg = message_with(&[&p("a.txt"), &p("big.bin"), &p("link.txt"), &outside, &dotted, &gone]);
+        let msg = message_with(&[
+            &p("a.txt"),
+            &p("big.bin"),
+            &p("link.txt"),
+            &outside,
+            &dotted,
+            &gone,
+        ]);
         let media = s.stage(&msg).await;
         let statuses: Vec<MediaStatus> = media.iter().map(|m| m.status).collect();
         assert_eq!(
@@ -355,6 +393,9 @@ mod tests {
         assert_eq!(media[0].path.as_deref(), Some(p("a.txt").as_str()));
         assert_eq!(media[0].mime.as_deref(), Some("text/plain"));
         assert_eq!(media[1].size, Some(100));
-        assert!(!tmp.path().join("cache").exists(), "nothing copied for the local transport");
+        assert!(
+            !tmp.path().join("cache").exists(),
+            "nothing copied for the local transport"
+        );
     }
 }

@@ -39,7 +39,10 @@ pub async fn upload(remote: &RemoteFiles, local: &Path, max_bytes: u64) -> Resul
         return Err(FileError::TooLarge { limit: max_bytes });
     }
     let name = safe_name(
-        &local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        &local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         &mut HashSet::new(),
     );
     let id = uuid::Uuid::new_v4().to_string();
@@ -78,13 +81,23 @@ pub async fn upload(remote: &RemoteFiles, local: &Path, max_bytes: u64) -> Resul
 }
 
 /// Without SFTP: `mkdir` and `cat >` over an exec channel, the file on stdin.
-async fn exec_upload(remote: &RemoteFiles, local: &Path, id: &str, name: &str) -> Result<Uploaded, FileError> {
+async fn exec_upload(
+    remote: &RemoteFiles,
+    local: &Path,
+    id: &str,
+    name: &str,
+) -> Result<Uploaded, FileError> {
     let command = format!(
         "umask 077; d=\"$HOME\"/{STAGING}/{id}; mkdir -p \"$d\" && cat > \"$d\"/{name} && printf '%s\\n' \"$d\"",
         name = quote::quote(name)
     );
     let other = |e: russh::Error| FileError::Other(e.to_string());
-    let mut channel = remote.connection().handle().channel_open_session().await.map_err(other)?;
+    let mut channel = remote
+        .connection()
+        .handle()
+        .channel_open_session()
+        .await
+        .map_err(other)?;
     channel.exec(true, command.as_str()).await.map_err(other)?;
     let source = tokio::fs::File::open(local)
         .await
@@ -103,7 +116,9 @@ async fn exec_upload(remote: &RemoteFiles, local: &Path, id: &str, name: &str) -
     }
     let dir = String::from_utf8_lossy(&stdout).trim().to_string();
     if status != Some(0) || dir.is_empty() {
-        return Err(FileError::Other(format!("upload over exec failed (exit {status:?})")));
+        return Err(FileError::Other(format!(
+            "upload over exec failed (exit {status:?})"
+        )));
     }
     Ok(Uploaded {
         remote_path: format!("{dir}/{name}"),
@@ -127,10 +142,20 @@ pub async fn remove(remote: &RemoteFiles, uploaded: &Uploaded) {
         }
         None => {
             let command = format!("rm -rf -- {}", quote::quote(&uploaded.remote_dir));
-            crate::transport::ssh::exec::exec_capture(remote.connection(), &command, std::time::Duration::from_secs(30))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|c| if c.status == Some(0) { Ok(()) } else { Err(c.stderr) })
+            crate::transport::ssh::exec::exec_capture(
+                remote.connection(),
+                &command,
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                if c.status == Some(0) {
+                    Ok(())
+                } else {
+                    Err(c.stderr)
+                }
+            })
         }
     };
     match result {

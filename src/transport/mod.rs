@@ -82,6 +82,16 @@ impl Peer {
         Some("the SSH connection closed".to_string())
     }
 
+    /// How attachment files are reached through this peer.
+    pub fn files(&self, sftp_timeout: std::time::Duration) -> crate::media::Files {
+        match self {
+            Peer::Ssh { connection, .. } => crate::media::Files::Remote(Arc::new(
+                crate::media::RemoteFiles::new(connection.clone(), sftp_timeout),
+            )),
+            Peer::Process(_) => crate::media::Files::Local,
+        }
+    }
+
     /// The SSH connection, when there is one (SFTP rides on it).
     pub fn connection(&self) -> Option<&Arc<SshConnection>> {
         match self {

