@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod gateway;
 pub mod imsg;
 pub mod media;
+pub mod outbound;
 pub mod rpc;
 pub mod sim;
 pub mod sink;

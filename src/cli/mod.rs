@@ -5,6 +5,7 @@ mod attachments;
 mod chats;
 mod detect;
 mod run;
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     History(chats::HistoryArgs),
     /// Read a wrapper script (never run it): its SSH target and whether transport "auto" replaces it
     Detect(detect::DetectArgs),
+    /// Send a message (and files) through the account's transport
+    Send(send::SendArgs),
     /// Attachment sync diagnostics: `check` the newest attachments, `pull` one message's files
     #[command(subcommand)]
     Attachments(attachments::AttachmentsCommand),
@@ -111,6 +114,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
         }
         Command::Detect(args) => detect::detect(args),
+        Command::Send(args) => {
+            send::send(&config, select_account(&config, cli.account.as_deref())?, args).await
+        }
         Command::Attachments(command) => {
             attachments::run(&config, select_account(&config, cli.account.as_deref())?, command).await
         }

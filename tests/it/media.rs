@@ -284,3 +284,181 @@ fn run_cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The `send` requests imsg-sim received, from its request log.
+fn send_requests(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["method"] == "send")
+        .map(|r| r["params"].clone())
+        .collect()
+}
+
+#[test]
+fn send_file_uploads_into_the_staging_folder_and_removes_it_after_the_grace_period() {
+    let mac = SimMac::new();
+    let requests = mac.dir.path().join("requests.jsonl");
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec![format!("SetEnv IMSG_SIM_REQUEST_LOG={}", requests.display())],
+        ..Default::default()
+    });
+    let config = media_config(&sshd, &mac, "", "media: { outboundGraceMs: 1000 }");
+    let source = tempfile::tempdir().unwrap();
+    let photo = source.path().join("photo.jpg");
+    random_file(&photo, 700_000);
+    let (code, stdout, stderr) = run_cli(
+        &config,
+        &[
+            "send",
+            FROM,
+            "a caption",
+            "--file",
+            photo.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}\n{}", sshd.log());
+    let sent = send_requests(&requests);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let remote = sent[0]["file"].as_str().unwrap();
+    assert!(
+        remote.contains("/.imsg-bridge/outbound/") && remote.ends_with("/photo.jpg"),
+        "{remote}"
+    );
+    assert_eq!(sent[0]["text"], "a caption");
+    assert_eq!(sent[0]["to"], FROM);
+    assert!(!Path::new(remote).exists(), "removed after the grace period");
+    assert!(
+        !Path::new(remote).parent().unwrap().exists(),
+        "its private folder too"
+    );
+    assert!(stderr.contains("removing 1 uploaded file(s)"), "{stderr}");
+
+    // imsg-sim stored what it was given: the bytes arrived intact.
+    let history = Command::new(imsg_sim_bin())
+        .args([
+            "history",
+            "--db",
+            mac.db.to_str().unwrap(),
+            "--chat-id",
+            "1",
+            "--attachments",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stored: Vec<Value> = String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let attachment = stored
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["transfer_name"] == "photo.jpg")
+        .expect("the sent attachment is in chat.db");
+    assert_eq!(
+        sha256_hex(Path::new(attachment["original_path"].as_str().unwrap())),
+        sha256_hex(&photo)
+    );
+
+    // A media-only send carries no placeholder text.
+    let (code, _, stderr) = run_cli(&config, &["send", FROM, "--file", photo.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let sent = send_requests(&requests);
+    assert_eq!(sent.len(), 2);
+    assert!(sent[1].get("text").is_none(), "{}", sent[1]);
+}
+
+/// The login for the permission test: root reads everything, so as root a dedicated unprivileged
+/// user is created (once); otherwise the current user, for whom mode 000 is enough.
+fn unprivileged_login() -> Option<String> {
+    const USER: &str = "imsg-bridge-test";
+    if crate::sshd::current_user() != "root" {
+        return None;
+    }
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", USER])
+            .output()
+            .expect("useradd (passwd package) is needed to test permission errors as root");
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // useradd leaves the password locked ("!"), which sshd without PAM treats as a locked account;
+    // "*" means no password can match, but key logins work.
+    let out = Command::new("usermod").args(["-p", "*", USER]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "usermod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(USER.to_string())
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_remote_user_without_read_permission_gets_denied_with_the_full_disk_access_remedy() {
+    let login = unprivileged_login();
+    let sshd = Sshd::start_with(SshdOptions {
+        login_user: login.clone(),
+        ..Default::default()
+    });
+    let mac = SimMac::new();
+    let root = roots_of(&mac);
+    // The login user must reach the database and run the simulator; only the attachment is closed.
+    let sim = root.join("imsg");
+    std::fs::copy(imsg_sim_bin(), &sim).unwrap();
+    chmod(&sim, 0o755);
+    chmod(&root, 0o777);
+    chmod(&mac.db, 0o666);
+    chmod(&root.join("Attachments"), 0o755);
+    let private = root.join("Attachments").join("private.jpg");
+    random_file(&private, 10_000);
+    chmod(&private, if login.is_some() { 0o600 } else { 0o000 });
+    inject_files(&mac, "closed", &[], &[&private]);
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("chat.db") {
+            chmod(&entry.path(), 0o666);
+        }
+    }
+    let config = media_config(&sshd, &mac, "", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{:?}", imsg_sim_bin().display().to_string()),
+        &format!("{:?}", sim.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let (code, stdout, stderr) = run_cli(&config, &["attachments", "check", "--json"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a failed pull fails the check: {stdout}\n{stderr}\n{}",
+        sshd.log()
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}\n{}", sshd.log()));
+    assert_eq!(report["statuses"]["denied"]["count"], 1, "{report}");
+    let remedy = report["failures"][0]["remedy"].as_str().unwrap();
+    assert!(remedy.contains("Full Disk Access"), "{remedy}");
+    let (_, table, _) = run_cli(&config, &["attachments", "check"]);
+    assert!(
+        table.contains("remedy (denied):") && table.contains("Allow full disk access for remote users"),
+        "{table}"
+    );
+}
