@@ -1,9 +1,10 @@
 //! `cargo bench [-- NAME…]`: imsg-bridge measured side by side with the OpenSSH path users run
 //! today, against a real sshd on loopback with imsg-sim as the remote imsg. Prints a table and writes
-//! `target/bench-results.json`. Benchmarks, not tests: nothing here asserts a speed.
+//! `target/bench/results.json`. Benchmarks, not tests: nothing here asserts a speed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attachments;
 mod report;
 #[path = "../tests/it/sshd.rs"]
 #[allow(dead_code)]
@@ -53,12 +54,16 @@ fn main() {
     if selected("startup") {
         rows.push(startup::run(&runtime, work.path()));
     }
+    if selected("attachments") {
+        rows.extend(attachments::run(&runtime, work.path()));
+    }
     report::print_table(&rows);
     if rounds(2) == 1 {
         println!("\nsmoke run (one round each); `cargo bench` measures");
         return;
     }
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/results.json");
+    let _ = std::fs::create_dir_all(out.parent().unwrap());
     match report::write_json(&rows, &out) {
         Ok(()) => println!("\nwritten: {}", out.display()),
         Err(err) => eprintln!("cannot write {}: {err}", out.display()),

@@ -1,5 +1,5 @@
 //! Result table and JSON file of `cargo bench`: every measurement side by side with its OpenSSH
-//! baseline, printed and written to `target/bench-results.json`.
+//! baseline, printed and written to `target/bench/results.json`.
 
 use std::time::Duration;
 
