@@ -39,7 +39,9 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Vec<Comparison> {
         files: files.clone(),
     };
     // Warm the SFTP session: the bridge keeps one open per connection.
-    runtime.block_on(files.probe(&small[0].display().to_string())).unwrap();
+    runtime
+        .block_on(files.probe(&small[0].display().to_string()))
+        .unwrap();
 
     let mut rows = Vec::new();
     let mut ours = Samples::new("sftp on the open session");
@@ -121,7 +123,14 @@ fn message_with(paths: &[PathBuf]) -> Message {
 /// What OpenClaw runs per attachment (reference §4.5), against the same server.
 fn scp(sshd: &Sshd, file: &Path, out: &Path) {
     let status = Command::new("scp")
-        .args(["-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-P"])
+        .args([
+            "-q",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-P",
+        ])
         .arg(sshd.port.to_string())
         .arg("-i")
         .arg(&sshd.client_key)
