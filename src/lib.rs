@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod imsg;
 pub mod media;
 pub mod outbound;
+pub mod policy;
 pub mod rpc;
 pub mod sim;
 pub mod sink;

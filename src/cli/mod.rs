@@ -16,7 +16,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Account, Config, ConfigError};
 use crate::envelope::EnvelopeContext;
+use crate::gateway::channel::ChannelRuntime;
 use crate::gateway::{AccountRuntime, MediaRuntime};
+use crate::policy::Settings;
 use crate::transport::resolve::{self, ResolveError};
 
 /// Connect an agent gateway to iMessage on a Mac running imsg.
@@ -160,6 +162,14 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
             main_key: config.session.main_key.clone(),
         },
         replay: config.bridge.replay,
+        channel: ChannelRuntime {
+            settings: Settings::of(account, mention_patterns(config)),
+            dm_history_limit: account.dm_history_limit,
+            dms: account.dms.clone(),
+            state_dir: config.bridge.state_dir.clone(),
+            service: account.service,
+            region: account.region.clone(),
+        },
         media: MediaRuntime {
             inbound: config.bridge.state_dir.join("media").join("inbound"),
             local_roots: account.attachment_roots.clone(),
@@ -173,6 +183,17 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
             cache_max_age: Duration::from_secs(config.bridge.media.cache_max_age_hours.saturating_mul(3600)),
         },
     })
+}
+
+/// The routed agent's mention patterns (reference §6.8), compiled.
+fn mention_patterns(config: &Config) -> Vec<regex::Regex> {
+    let agent = config.default_agent();
+    let patterns = crate::policy::mention::resolve(
+        agent.and_then(|a| a.mention_patterns.as_ref()),
+        config.messages.mention_patterns.as_ref(),
+        agent.and_then(|a| a.identity_name.as_deref()),
+    );
+    crate::policy::mention::compile(&patterns)
 }
 
 fn init_logging(cli: &Cli) {

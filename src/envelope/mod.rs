@@ -200,6 +200,48 @@ pub fn normalize(msg: &Message, ctx: &EnvelopeContext) -> Envelope {
 }
 
 impl Envelope {
+    /// Apply the policy's verdict (reference §5.9–§5.11): mention and command flags, the quote
+    /// (dropped when `keep_reply` is false, else appended to the body), and held group messages as
+    /// `history`, with the body wrapped the way upstream shows them to the agent.
+    pub fn apply_decision(&mut self, was_mentioned: bool, command_authorized: bool, keep_reply: bool, history: Vec<HistoryEntry>) {
+        self.was_mentioned = was_mentioned;
+        self.command_authorized = command_authorized;
+        if !keep_reply {
+            self.reply_to = None;
+        }
+        if let Some(reply) = self.reply_to.as_ref().filter(|r| r.body.as_deref().is_some_and(|b| !b.trim().is_empty())) {
+            let who = reply.sender.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("unknown sender");
+            let id = reply.id.as_deref().map(|id| format!(" id:{id}")).unwrap_or_default();
+            self.body = format!(
+                "{}\n\n[Replying to {who}{id}]\n{}\n[/Replying]",
+                self.body,
+                reply.body.as_deref().unwrap_or_default()
+            );
+        }
+        if !history.is_empty() {
+            let lines: Vec<String> = history
+                .iter()
+                .map(|entry| {
+                    let sender = Sender {
+                        handle: entry.sender.clone(),
+                        normalized: entry.sender.clone(),
+                    };
+                    let text = match &entry.message_id {
+                        Some(id) => format!("{} [id:{id}]", entry.body),
+                        None => entry.body.clone(),
+                    };
+                    format_body(self.chat_type, &self.chat, &sender, parse_timestamp(&entry.timestamp), &text)
+                })
+                .collect();
+            self.body = format!(
+                "[Chat messages since your last reply - for context]\n{}\n\n[Current message - respond to this]\n{}",
+                lines.join("\n"),
+                self.body
+            );
+        }
+        self.history = history;
+    }
+
     /// Attach the staged media. A message with media and no text gets the `<media:…>` placeholder
     /// as its body text (reference §5.3), from the first attachment's MIME type.
     pub fn set_media(&mut self, media: Vec<Media>) {

@@ -3,6 +3,7 @@
 //! the cursor; on any failure reconnect with backoff, forever, until told to stop.
 
 mod backoff;
+pub mod channel;
 mod dedupe;
 mod replay;
 mod session;
@@ -22,6 +23,7 @@ use crate::state::{CursorStore, StateError};
 use crate::transport::OpenError;
 use crate::transport::resolve::Plan;
 use backoff::{Backoff, HEALTHY};
+use channel::{Channel, ChannelRuntime};
 use dedupe::RecentGuids;
 
 /// Everything one account needs at run time, resolved from the config.
@@ -36,6 +38,7 @@ pub struct AccountRuntime {
     pub envelope: EnvelopeContext,
     pub replay: ReplayConfig,
     pub media: MediaRuntime,
+    pub channel: ChannelRuntime,
 }
 
 /// Attachment settings of one account.
@@ -92,8 +95,10 @@ pub enum GatewayError {
 }
 
 /// What survives from one session to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Carry {
+    /// Policy state (echo cache, held group history) and the pairing store.
+    channel: Channel,
     recent: RecentGuids,
     /// The imsg path found on the Mac (asked once per run).
     remote_cli: Option<String>,
@@ -112,7 +117,13 @@ pub async fn run_account(
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
     let mut backoff = Backoff::default();
-    let mut carry = Carry::default();
+    let mut carry = Carry {
+        channel: Channel::new(account.channel.clone()),
+        recent: RecentGuids::default(),
+        remote_cli: None,
+        watching_since: None,
+        in_flight: Default::default(),
+    };
     loop {
         carry.watching_since = None;
         let result = session::run(account, &mut carry, cursors, sink, cancel).await;

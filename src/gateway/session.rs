@@ -8,7 +8,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, Carry, GatewayError};
-use crate::envelope::normalize;
+use super::channel::Outcome;
 use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
 use crate::media::Stager;
 use crate::rpc::{ClientOptions, Notification, RpcClient, SubscriptionEvent, truncate_chars};
@@ -131,7 +131,7 @@ async fn watch(
             debug!(account = %account.id, rowid = message.id, cursor, "skipping a row at or before the cursor");
             continue;
         }
-        deliver(account, carry, &mut bound, &message, stager, sink).await?;
+        deliver(account, carry, &mut bound, &message, &imsg, stager, sink).await?;
         cursors.save(&account.id, message.id)?;
         cursor = message.id;
         if !summarized && bound.is_live(message.id) {
@@ -156,13 +156,10 @@ async fn deliver(
     carry: &mut Carry,
     bound: &mut ReplayBound,
     message: &Message,
+    imsg: &ImsgClient,
     stager: Option<&Stager>,
     sink: &Sink,
 ) -> Result<(), GatewayError> {
-    if message.is_from_me {
-        debug!(account = %account.id, rowid = message.id, "skipping our own outgoing message");
-        return Ok(());
-    }
     match bound.judge(message.id, &message.created_at) {
         Verdict::Dispatch => {}
         verdict => {
@@ -174,22 +171,25 @@ async fn deliver(
         debug!(account = %account.id, rowid = message.id, guid = %message.guid, "skipping a message already delivered");
         return Ok(());
     }
-    let mut envelope = normalize(message, &account.envelope);
-    if let Some(stager) = stager
-        && !message.attachments.is_empty()
-    {
-        let folder = stager.message_dir(message);
+    let folder = stager
+        .filter(|_| !message.attachments.is_empty())
+        .map(|s| s.message_dir(message));
+    if let Some(folder) = &folder {
         carry.in_flight.insert(folder.clone());
-        envelope.set_media(stager.stage(message).await);
-        trace!(account = %account.id, rowid = message.id, "delivering");
-        let delivered = sink.deliver(&envelope).await;
-        carry.in_flight.remove(&folder);
-        sweep_cache(account, carry);
-        delivered?;
-        return Ok(());
     }
-    trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
-    sink.deliver(&envelope).await?;
+    let outcome = carry.channel.handle(message, &account.envelope, imsg, stager).await;
+    let delivered = match outcome {
+        Outcome::Deliver(envelope) => {
+            trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
+            sink.deliver(&envelope).await
+        }
+        Outcome::Done => Ok(()),
+    };
+    if let Some(folder) = &folder {
+        carry.in_flight.remove(folder);
+        sweep_cache(account, carry);
+    }
+    delivered?;
     Ok(())
 }
 

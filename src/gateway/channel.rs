@@ -1,0 +1,259 @@
+//! The iMessage channel inside a session: run each row through the policy, answer strangers with
+//! a pairing code, log drops (rate-limited per conversation), and build the envelope of what is
+//! dispatched (mentions, quote, held group history, DM history, staged media).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::config::{DmConfig, Service};
+use crate::envelope::{Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix};
+use crate::imsg::{ImsgClient, Message};
+use crate::media::{Stager, policy::placeholder};
+use crate::outbound;
+use crate::pairing::PairingStore;
+use crate::policy::{Decision, DropReason, Inbound, Policy, Settings};
+
+/// How long the same drop reason stays quiet for one conversation after it was logged.
+const DROP_LOG_QUIET: Duration = Duration::from_secs(60);
+/// A pairing reply may wait on Messages like any send.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The channel settings of one account that are not policy.
+#[derive(Debug, Clone)]
+pub struct ChannelRuntime {
+    pub settings: Settings,
+    pub dm_history_limit: Option<u32>,
+    pub dms: BTreeMap<String, DmConfig>,
+    pub state_dir: PathBuf,
+    pub service: Service,
+    pub region: String,
+}
+
+/// What a row turned into.
+pub enum Outcome {
+    Deliver(Box<Envelope>),
+    /// Handled (dropped or answered with a pairing code): nothing for the agent.
+    Done,
+}
+
+/// Per-account channel state; survives reconnects (echo cache, held group history).
+#[derive(Debug)]
+pub struct Channel {
+    runtime: ChannelRuntime,
+    pub policy: Policy,
+    pairing: PairingStore,
+    quiet_until: HashMap<(String, DropReason), Instant>,
+    started: Instant,
+}
+
+impl Channel {
+    pub fn new(runtime: ChannelRuntime) -> Self {
+        Self {
+            policy: Policy::new(runtime.settings.clone()),
+            pairing: PairingStore::new(&runtime.state_dir),
+            runtime,
+            quiet_until: HashMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Decide about `message` and, when it is dispatched, build its envelope.
+    pub async fn handle(
+        &mut self,
+        message: &Message,
+        context: &EnvelopeContext,
+        imsg: &ImsgClient,
+        stager: Option<&Stager>,
+    ) -> Outcome {
+        let account = self.runtime.settings.account.clone();
+        let text = strip_length_prefix(&message.text).unwrap_or_else(|| message.text.clone());
+        let body_text = if text.trim().is_empty() {
+            kept_placeholder(message)
+        } else {
+            text.trim().to_string()
+        };
+        let paired = if self.runtime.settings.dm_policy == crate::config::DmPolicy::Pairing && !message.is_group {
+            match self.pairing.allowed(&account) {
+                Ok(ids) => ids,
+                Err(err) => {
+                    warn!(account = %account, "cannot read the pairing approvals: {err}");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let created_ms = chrono::DateTime::parse_from_rfc3339(&message.created_at)
+            .ok()
+            .map(|t| t.timestamp_millis());
+        let inbound = Inbound {
+            message,
+            text: &text,
+            body_text: &body_text,
+            created_ms,
+            paired: &paired,
+        };
+        let now = self.now_ms();
+        match self.policy.decide(&inbound, now) {
+            Decision::Drop(reason) => {
+                self.log_drop(message, reason);
+                Outcome::Done
+            }
+            Decision::Pairing { sender_id, reply_to } => {
+                self.challenge(message, &sender_id, &reply_to, imsg).await;
+                Outcome::Done
+            }
+            Decision::Dispatch(dispatch) => {
+                let mut shaped = message.clone();
+                shaped.is_group = dispatch.is_group;
+                let mut envelope = normalize(&shaped, context);
+                let history: Vec<HistoryEntry> = dispatch
+                    .history
+                    .into_iter()
+                    .map(|e| HistoryEntry {
+                        sender: e.sender,
+                        body: e.body,
+                        timestamp: e.timestamp,
+                        message_id: Some(e.message_id),
+                    })
+                    .collect();
+                envelope.apply_decision(
+                    dispatch.was_mentioned,
+                    dispatch.command_authorized,
+                    dispatch.keep_reply,
+                    history,
+                );
+                if !dispatch.is_group {
+                    self.add_dm_history(&mut envelope, message, imsg).await;
+                }
+                if let Some(stager) = stager
+                    && !message.attachments.is_empty()
+                {
+                    envelope.set_media(stager.stage(message).await);
+                }
+                Outcome::Deliver(Box::new(envelope))
+            }
+        }
+    }
+
+    /// DESIGN §7 fix 8: a DM envelope carries the chat's previous N messages.
+    async fn add_dm_history(&self, envelope: &mut Envelope, message: &Message, imsg: &ImsgClient) {
+        let peer = normalize_handle(&message.sender).to_lowercase();
+        let limit = self
+            .runtime
+            .dms
+            .iter()
+            .find(|(handle, _)| normalize_handle(handle).to_lowercase() == peer)
+            .and_then(|(_, dm)| dm.history_limit)
+            .or(self.runtime.dm_history_limit)
+            .unwrap_or(0);
+        if limit == 0 || message.chat_id <= 0 {
+            return;
+        }
+        match imsg.history(message.chat_id, limit + 1, false).await {
+            Ok(rows) => {
+                let mut earlier: Vec<HistoryEntry> = rows
+                    .into_iter()
+                    .filter(|m| m.id < message.id)
+                    .take(limit as usize)
+                    .map(|m| HistoryEntry {
+                        sender: if m.is_from_me { "me".to_string() } else { normalize_handle(&m.sender) },
+                        body: strip_length_prefix(&m.text).unwrap_or(m.text),
+                        timestamp: m.created_at,
+                        message_id: Some(m.id.to_string()),
+                    })
+                    .collect();
+                earlier.reverse();
+                envelope.history = earlier;
+            }
+            Err(err) => warn!(rowid = message.id, "cannot read the DM history: {err}"),
+        }
+    }
+
+    /// Answer a stranger with a pairing code (once per hour, at most 3 pending per account).
+    async fn challenge(&mut self, message: &Message, sender_id: &str, reply_to: &str, imsg: &ImsgClient) {
+        let account = self.runtime.settings.account.clone();
+        let mut meta = serde_json::Map::new();
+        meta.insert("sender".into(), json!(message.sender));
+        if message.chat_id > 0 {
+            meta.insert("chatId".into(), json!(message.chat_id));
+        }
+        let upsert = match self.pairing.upsert_request(&account, sender_id, meta) {
+            Ok(upsert) => upsert,
+            Err(err) => {
+                warn!(account = %account, sender = sender_id, "cannot record the pairing request: {err}");
+                return;
+            }
+        };
+        if !upsert.created {
+            info!(account = %account, sender = sender_id, "pairing request already pending (or 3 pending): no new code sent");
+            return;
+        }
+        let text = crate::pairing::reply_text(sender_id, &upsert.code);
+        let Ok(target) = outbound::parse(reply_to) else {
+            warn!(account = %account, reply_to, "cannot address the pairing reply");
+            return;
+        };
+        let params = match outbound::send_params(&target, &text, &[], self.runtime.service, &self.runtime.region) {
+            Ok(mut requests) if !requests.is_empty() => requests.remove(0),
+            _ => return,
+        };
+        match imsg.send(params, SEND_TIMEOUT).await {
+            Ok(result) => {
+                let id = outbound::echo::sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
+                let scope = self.policy.echo_scope(reply_to);
+                let now = self.now_ms();
+                self.policy.echo.remember(&scope, Some(&text), Some(&id), now);
+                info!(account = %account, sender = sender_id, "pairing request: sent the code to the sender");
+            }
+            Err(err) => warn!(account = %account, sender = sender_id, "pairing reply failed: {err}"),
+        }
+    }
+
+    fn log_drop(&mut self, message: &Message, reason: DropReason) {
+        let conversation = if message.chat_id > 0 {
+            format!("chat_id:{}", message.chat_id)
+        } else {
+            message.sender.clone()
+        };
+        let now = Instant::now();
+        let key = (conversation.clone(), reason);
+        if self.quiet_until.get(&key).is_some_and(|until| *until > now) {
+            debug!(rowid = message.id, conversation, reason = reason.as_str(), "dropped");
+            return;
+        }
+        self.quiet_until.insert(key, now + DROP_LOG_QUIET);
+        if self.quiet_until.len() > 4096 {
+            self.quiet_until.retain(|_, until| *until > now);
+        }
+        info!(
+            account = %self.runtime.settings.account,
+            rowid = message.id,
+            conversation,
+            "dropped inbound message: {}",
+            reason.as_str()
+        );
+    }
+}
+
+/// The `<media:…>` placeholder from the first attachment imsg did not mark missing (reference
+/// §5.3), else the first one; empty without attachments.
+fn kept_placeholder(message: &Message) -> String {
+    let first = message
+        .attachments
+        .iter()
+        .find(|a| !a.missing && !a.original_path.trim().is_empty())
+        .or_else(|| message.attachments.first());
+    match first {
+        Some(a) => placeholder(&crate::media::policy::mime_for(&a.transfer_name, &a.mime_type)),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,375 @@
+//! The inbound decision (reference §5.4, with DESIGN §7 fixes): dispatch, pairing challenge, or a
+//! drop with its reason. Pure: no I/O, the clock comes in as milliseconds and the pairing store's
+//! approvals come in as a list, so every rule is table-tested.
+
+pub mod allowlist;
+pub mod caches;
+pub mod mention;
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use crate::config::{Account, ContextVisibility, DmPolicy, GroupConfig, GroupPolicy};
+use crate::envelope::normalize_handle;
+use crate::imsg::Message;
+use crate::outbound::echo::EchoCache;
+use crate::outbound::sanitize::is_reflected;
+pub use allowlist::{Allowlist, Who};
+pub use caches::{LoopRateLimiter, PendingEntry, PendingHistory, SelfChatCache};
+
+/// Why a message was not dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    MissingSender,
+    AgentEchoInSelfChat,
+    FromMe,
+    GroupWithoutChatId,
+    GroupPolicyDisabled,
+    GroupAllowlistEmpty,
+    NotInGroupAllowFrom,
+    DmPolicyDisabled,
+    DmPolicyBlocked,
+    GroupNotInAllowlist,
+    EmptyBody,
+    SelfChatEcho,
+    Echo,
+    Reflected,
+    ControlCommandUnauthorized,
+    NoMention,
+    RateLimited,
+}
+
+impl DropReason {
+    /// The reason as upstream logs it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingSender => "missing sender",
+            Self::AgentEchoInSelfChat => "agent echo in self-chat",
+            Self::FromMe => "from me",
+            Self::GroupWithoutChatId => "group without chat_id",
+            Self::GroupPolicyDisabled => "groupPolicy disabled",
+            Self::GroupAllowlistEmpty => "groupPolicy allowlist (empty groupAllowFrom)",
+            Self::NotInGroupAllowFrom => "not in groupAllowFrom",
+            Self::DmPolicyDisabled => "dmPolicy disabled",
+            Self::DmPolicyBlocked => "dmPolicy blocked",
+            Self::GroupNotInAllowlist => "group id not in allowlist",
+            Self::EmptyBody => "empty body",
+            Self::SelfChatEcho => "self-chat echo",
+            Self::Echo => "echo",
+            Self::Reflected => "reflected assistant content",
+            Self::ControlCommandUnauthorized => "control command (unauthorized)",
+            Self::NoMention => "no mention",
+            Self::RateLimited => "rate-limited conversation (echo loop detected)",
+        }
+    }
+
+    /// Drops that count towards the echo-loop rate limiter (§5.5).
+    fn is_loop_hit(self) -> bool {
+        matches!(self, Self::Echo | Self::SelfChatEcho | Self::Reflected | Self::FromMe)
+    }
+}
+
+/// The verdict on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Dispatch(Dispatch),
+    /// A stranger in a `pairing` DM: send a code (if the store creates one).
+    Pairing {
+        sender_id: String,
+        /// `chat_id:<id>` when the message had a chat, else the raw sender.
+        reply_to: String,
+    },
+    Drop(DropReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// Group, or a group-ish thread (`is_group` false but its chat listed in `groups`).
+    pub is_group: bool,
+    pub was_mentioned: bool,
+    pub command_authorized: bool,
+    /// Whether the quoted message stays in the envelope (`contextVisibility`).
+    pub keep_reply: bool,
+    /// Unmentioned group messages held since the last dispatch.
+    pub history: Vec<PendingEntry>,
+}
+
+/// An account's rules, resolved once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub account: String,
+    pub dm_policy: DmPolicy,
+    pub allow_from: Allowlist,
+    pub group_policy: GroupPolicy,
+    /// `groupAllowFrom` when the key is present (even empty); else `allowFrom` is used.
+    pub group_allow_from: Option<Allowlist>,
+    pub groups: BTreeMap<String, GroupConfig>,
+    pub context_visibility: ContextVisibility,
+    /// Empty: mentions cannot be detected, so nothing is gated.
+    pub mention: Vec<Regex>,
+    pub group_history_limit: usize,
+}
+
+impl Settings {
+    pub fn of(account: &Account, mention: Vec<Regex>) -> Self {
+        Self {
+            account: account.id.clone(),
+            dm_policy: account.dm_policy,
+            allow_from: Allowlist::parse(&account.allow_from),
+            group_policy: account.group_policy,
+            group_allow_from: account.group_allow_from.as_ref().map(Allowlist::parse),
+            groups: account.groups.clone(),
+            context_visibility: account.context_visibility,
+            mention,
+            group_history_limit: account.group_history_limit as usize,
+        }
+    }
+
+    fn effective_group_allowlist(&self) -> &Allowlist {
+        self.group_allow_from.as_ref().unwrap_or(&self.allow_from)
+    }
+}
+
+/// What the decision needs about one message besides the message itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub message: &'a Message,
+    /// The text after length-prefix stripping (`messageText`).
+    pub text: &'a str,
+    /// The text, or the media placeholder when there is none (`bodyText`).
+    pub body_text: &'a str,
+    /// `created_at` in epoch milliseconds.
+    pub created_ms: Option<i64>,
+    /// Senders approved through the pairing store (DMs only).
+    pub paired: &'a [String],
+}
+
+/// The pipeline and its in-memory state.
+#[derive(Debug)]
+pub struct Policy {
+    pub settings: Settings,
+    pub echo: EchoCache,
+    self_chat: SelfChatCache,
+    limiter: LoopRateLimiter,
+    history: PendingHistory,
+}
+
+impl Policy {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            echo: EchoCache::default(),
+            self_chat: SelfChatCache::default(),
+            limiter: LoopRateLimiter::default(),
+            history: PendingHistory::default(),
+        }
+    }
+
+    /// The echo-cache scope of a delivery target (`chat_id:<id>` or `imessage:<sender>`).
+    pub fn echo_scope(&self, to: &str) -> String {
+        format!("{}:{to}", self.settings.account)
+    }
+
+    /// Decide, in the reference's order, and record what the caches need.
+    pub fn decide(&mut self, inbound: &Inbound<'_>, now_ms: u64) -> Decision {
+        let decision = self.decide_inner(inbound, now_ms);
+        let m = inbound.message;
+        let loop_key = match chat_id_of(m) {
+            Some(id) => format!("{}:group:{id}", self.settings.account),
+            None => format!("{}:dm:{}", self.settings.account, m.sender.trim()),
+        };
+        match decision {
+            Decision::Drop(reason) if reason.is_loop_hit() => {
+                self.limiter.hit(&loop_key, now_ms);
+                decision
+            }
+            Decision::Dispatch(_) if self.limiter.is_limited(&loop_key, now_ms) => Decision::Drop(DropReason::RateLimited),
+            other => other,
+        }
+    }
+
+    fn decide_inner(&mut self, inbound: &Inbound<'_>, now_ms: u64) -> Decision {
+        let s = &self.settings;
+        let m = inbound.message;
+        let sender = m.sender.trim();
+        if sender.is_empty() {
+            return Decision::Drop(DropReason::MissingSender);
+        }
+        let sender_normalized = normalize_handle(sender);
+        let chat_id = chat_id_of(m);
+        let who = Who {
+            sender_normalized: &sender_normalized,
+            chat_id,
+            chat_guid: &m.chat_guid,
+            chat_identifier: &m.chat_identifier,
+        };
+
+        // Group registry (§6.7), with fix 4: under `allowlist`, a non-empty groupAllowFrom admits
+        // matching senders without a `groups` map.
+        let group_key = chat_id.map(|id| id.to_string());
+        let group_config = group_key.as_ref().and_then(|k| s.groups.get(k));
+        let wildcard = s.groups.get("*");
+        let allowlist_enabled = s.group_policy == GroupPolicy::Allowlist || !s.groups.is_empty();
+        let sender_list_suffices = s.group_policy == GroupPolicy::Allowlist
+            && s.groups.is_empty()
+            && s.group_allow_from.as_ref().is_some_and(|l| !l.is_empty());
+        let registry_allows = s.group_policy != GroupPolicy::Disabled
+            && (!allowlist_enabled || wildcard.is_some() || group_config.is_some() || sender_list_suffices);
+        let is_group = m.is_group || (chat_id.is_some() && allowlist_enabled && group_config.is_some());
+
+        // Self-chat classification (§5.6), DMs only.
+        let echo_scope = match (is_group, chat_id) {
+            (true, Some(id)) => format!("{}:chat_id:{id}", s.account),
+            _ => format!("{}:imessage:{sender}", s.account),
+        };
+        let self_scope = match (is_group, chat_id) {
+            (true, Some(id)) => format!("{}:chat_id:{id}:imessage:{sender_normalized}", s.account),
+            _ => format!("{}:imessage:{sender_normalized}", s.account),
+        };
+        let id_text = m.id.to_string();
+        let guid = m.guid.trim();
+        let ids: Vec<&str> = [id_text.as_str(), guid].into_iter().filter(|i| !i.is_empty()).collect();
+        let mut self_chat_checked = false;
+        if m.is_from_me {
+            let identifier = normalize_handle(&m.chat_identifier);
+            let destination = m.destination_caller_id.as_deref().map(str::trim).filter(|d| !d.is_empty());
+            let same_thread = !is_group && identifier == sender_normalized;
+            let true_self = same_thread && destination.is_some_and(|d| normalize_handle(d) == sender_normalized);
+            let ambiguous = same_thread && destination.is_none();
+            if ambiguous {
+                self.self_chat.remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
+                return Decision::Drop(DropReason::FromMe);
+            }
+            if !true_self {
+                return Decision::Drop(DropReason::FromMe);
+            }
+            self.self_chat.remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
+            if self.echo.has(&echo_scope, Some(inbound.body_text), &ids, guid.is_empty(), now_ms) {
+                return Decision::Drop(DropReason::AgentEchoInSelfChat);
+            }
+            // The user writing to themselves: a normal inbound from here on.
+            self_chat_checked = true;
+        }
+        if is_group && chat_id.is_none() {
+            return Decision::Drop(DropReason::GroupWithoutChatId);
+        }
+
+        // Access control (§6.1, §6.6).
+        let dm_allowlist = s.allow_from.with(inbound.paired);
+        if is_group {
+            let list = s.effective_group_allowlist();
+            match s.group_policy {
+                GroupPolicy::Disabled => return Decision::Drop(DropReason::GroupPolicyDisabled),
+                GroupPolicy::Allowlist if list.is_empty() => return Decision::Drop(DropReason::GroupAllowlistEmpty),
+                GroupPolicy::Allowlist if !list.matches(&who) => {
+                    return Decision::Drop(DropReason::NotInGroupAllowFrom);
+                }
+                _ => {}
+            }
+        } else {
+            match s.dm_policy {
+                DmPolicy::Disabled => return Decision::Drop(DropReason::DmPolicyDisabled),
+                DmPolicy::Open => {}
+                DmPolicy::Allowlist if !s.allow_from.matches(&who) => {
+                    return Decision::Drop(DropReason::DmPolicyBlocked);
+                }
+                DmPolicy::Allowlist => {}
+                DmPolicy::Pairing if !dm_allowlist.matches(&who) => {
+                    return Decision::Pairing {
+                        sender_id: sender_normalized.clone(),
+                        reply_to: chat_id.map_or_else(|| sender.to_string(), |id| format!("chat_id:{id}")),
+                    };
+                }
+                DmPolicy::Pairing => {}
+            }
+        }
+        if is_group && allowlist_enabled && !registry_allows {
+            return Decision::Drop(DropReason::GroupNotInAllowlist);
+        }
+        if inbound.body_text.trim().is_empty() {
+            return Decision::Drop(DropReason::EmptyBody);
+        }
+        if !self_chat_checked && self.self_chat.has(&self_scope, inbound.created_ms, inbound.body_text, now_ms) {
+            return Decision::Drop(DropReason::SelfChatEcho);
+        }
+        if self.echo.has(&echo_scope, Some(inbound.body_text), &ids, guid.is_empty(), now_ms) {
+            return Decision::Drop(DropReason::Echo);
+        }
+        if is_reflected(inbound.text) {
+            return Decision::Drop(DropReason::Reflected);
+        }
+
+        // Reply context visibility (§5.9).
+        let keep_reply = m.reply_to_text.as_deref().is_some_and(|t| !t.trim().is_empty()) && {
+            let group_list = s.effective_group_allowlist();
+            let quoted_allowed = || {
+                m.reply_to_sender.as_deref().map(str::trim).filter(|q| !q.is_empty()).is_some_and(|q| {
+                    let normalized = normalize_handle(q);
+                    group_list.matches(&Who { sender_normalized: &normalized, chat_id: None, chat_guid: "", chat_identifier: "" })
+                })
+            };
+            !is_group
+                || group_list.is_empty()
+                || match s.context_visibility {
+                    ContextVisibility::All | ContextVisibility::AllowlistQuote => true,
+                    ContextVisibility::Allowlist => quoted_allowed(),
+                }
+        };
+
+        // Mentions and control commands (§6.8). A wildcard admits everyone but authorises no one.
+        let is_command = mention::is_control_command(inbound.text);
+        let authoriser = |list: &Allowlist| !list.allows_everyone() && list.matches(&who);
+        let command_authorized = if is_group {
+            authoriser(&s.allow_from) || authoriser(s.effective_group_allowlist())
+        } else {
+            authoriser(&dm_allowlist)
+        };
+        let was_mentioned = !is_group || mention::is_mentioned(inbound.text, &s.mention);
+        if is_group && is_command && !command_authorized {
+            return Decision::Drop(DropReason::ControlCommandUnauthorized);
+        }
+        let require_mention = group_config
+            .and_then(|g| g.require_mention)
+            .or_else(|| wildcard.and_then(|g| g.require_mention))
+            .unwrap_or(true);
+        let history_key = history_key(m);
+        if is_group && require_mention && !s.mention.is_empty() && !was_mentioned && !(is_command && command_authorized) {
+            let entry = PendingEntry {
+                sender: sender_normalized,
+                body: inbound.body_text.to_string(),
+                timestamp: m.created_at.clone(),
+                message_id: m.id.to_string(),
+            };
+            let limit = s.group_history_limit;
+            self.history.record(&history_key, entry, limit);
+            return Decision::Drop(DropReason::NoMention);
+        }
+        let history = if is_group { self.history.take(&history_key) } else { Vec::new() };
+        Decision::Dispatch(Dispatch {
+            is_group,
+            was_mentioned: was_mentioned || (is_command && command_authorized),
+            command_authorized,
+            keep_reply,
+            history,
+        })
+    }
+}
+
+fn chat_id_of(m: &Message) -> Option<i64> {
+    (m.chat_id > 0).then_some(m.chat_id)
+}
+
+fn history_key(m: &Message) -> String {
+    if let Some(id) = chat_id_of(m) {
+        return id.to_string();
+    }
+    [&m.chat_guid, &m.chat_identifier]
+        .into_iter()
+        .find(|v| !v.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests;
