@@ -2,6 +2,7 @@
 //! with DESIGN §7 fixes 2 and 3: config `service` applies to bare handles, media-only sends carry no
 //! placeholder text).
 
+pub mod chunk;
 pub mod target;
 
 use serde_json::{Map, Value, json};
