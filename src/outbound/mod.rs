@@ -3,6 +3,7 @@
 //! placeholder text).
 
 pub mod chunk;
+pub mod prefix;
 pub mod target;
 
 use serde_json::{Map, Value, json};
