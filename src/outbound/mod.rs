@@ -4,6 +4,7 @@
 
 pub mod chunk;
 pub mod prefix;
+pub mod sanitize;
 pub mod target;
 
 use serde_json::{Map, Value, json};
