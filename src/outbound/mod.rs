@@ -1,7 +1,12 @@
 //! Outbound: the target grammar and the imsg `send` requests a send turns into (reference §7.1–§7.3,
 //! with DESIGN §7 fixes 2 and 3: config `service` applies to bare handles, media-only sends carry no
-//! placeholder text).
+//! placeholder text), plus the pure pieces of reply delivery: chunking (§7.5), the response prefix
+//! (§7.7), the reflection guard and outbound sanitiser (§5.8) and the sent-message echo cache (§5.7).
 
+pub mod chunk;
+pub mod echo;
+pub mod prefix;
+pub mod sanitize;
 pub mod target;
 
 use serde_json::{Map, Value, json};
