@@ -4,6 +4,7 @@
 mod attachments;
 mod chats;
 mod detect;
+mod pairing;
 mod run;
 mod send;
 
@@ -60,6 +61,9 @@ enum Command {
     History(chats::HistoryArgs),
     /// Read a wrapper script (never run it): its SSH target and whether transport "auto" replaces it
     Detect(detect::DetectArgs),
+    /// Pending pairing requests: `list` them, `approve` a code
+    #[command(subcommand)]
+    Pairing(pairing::PairingCommand),
     /// Send a message (and files) through the account's transport
     Send(send::SendArgs),
     /// Attachment sync diagnostics: `check` the newest attachments, `pull` one message's files
@@ -116,6 +120,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
         }
         Command::Detect(args) => detect::detect(args),
+        Command::Pairing(command) => {
+            pairing::run(&config, select_account(&config, cli.account.as_deref())?, command).await
+        }
         Command::Send(args) => {
             send::send(&config, select_account(&config, cli.account.as_deref())?, args).await
         }

@@ -81,13 +81,7 @@ impl Channel {
             text.trim().to_string()
         };
         let paired = if self.runtime.settings.dm_policy == crate::config::DmPolicy::Pairing && !message.is_group {
-            match self.pairing.allowed(&account) {
-                Ok(ids) => ids,
-                Err(err) => {
-                    warn!(account = %account, "cannot read the pairing approvals: {err}");
-                    Vec::new()
-                }
-            }
+            self.pairing.allowed(&account)
         } else {
             Vec::new()
         };
@@ -186,7 +180,7 @@ impl Channel {
         if message.chat_id > 0 {
             meta.insert("chatId".into(), json!(message.chat_id));
         }
-        let upsert = match self.pairing.upsert_request(&account, sender_id, meta) {
+        let upsert = match self.pairing.upsert_request(&account, sender_id, meta, chrono::Utc::now()) {
             Ok(upsert) => upsert,
             Err(err) => {
                 warn!(account = %account, sender = sender_id, "cannot record the pairing request: {err}");

@@ -19,7 +19,7 @@ pub use allowlist::{Allowlist, Who};
 pub use caches::{LoopRateLimiter, PendingEntry, PendingHistory, SelfChatCache};
 
 /// Why a message was not dispatched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     MissingSender,
     AgentEchoInSelfChat,
