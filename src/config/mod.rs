@@ -72,7 +72,10 @@ impl Config {
     /// The agent of session keys: `agents.list` entry marked default, else the first, else `bridge.agentId`.
     /// The default agent's entry, if `agents.list` has any.
     pub fn default_agent(&self) -> Option<&AgentEntry> {
-        self.agents.iter().find(|a| a.default).or_else(|| self.agents.first())
+        self.agents
+            .iter()
+            .find(|a| a.default)
+            .or_else(|| self.agents.first())
     }
 
     pub fn default_agent_id(&self) -> &str {

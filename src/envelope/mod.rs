@@ -203,15 +203,34 @@ impl Envelope {
     /// Apply the policy's verdict (reference §5.9–§5.11): mention and command flags, the quote
     /// (dropped when `keep_reply` is false, else appended to the body), and held group messages as
     /// `history`, with the body wrapped the way upstream shows them to the agent.
-    pub fn apply_decision(&mut self, was_mentioned: bool, command_authorized: bool, keep_reply: bool, history: Vec<HistoryEntry>) {
+    pub fn apply_decision(
+        &mut self,
+        was_mentioned: bool,
+        command_authorized: bool,
+        keep_reply: bool,
+        history: Vec<HistoryEntry>,
+    ) {
         self.was_mentioned = was_mentioned;
         self.command_authorized = command_authorized;
         if !keep_reply {
             self.reply_to = None;
         }
-        if let Some(reply) = self.reply_to.as_ref().filter(|r| r.body.as_deref().is_some_and(|b| !b.trim().is_empty())) {
-            let who = reply.sender.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("unknown sender");
-            let id = reply.id.as_deref().map(|id| format!(" id:{id}")).unwrap_or_default();
+        if let Some(reply) = self
+            .reply_to
+            .as_ref()
+            .filter(|r| r.body.as_deref().is_some_and(|b| !b.trim().is_empty()))
+        {
+            let who = reply
+                .sender
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown sender");
+            let id = reply
+                .id
+                .as_deref()
+                .map(|id| format!(" id:{id}"))
+                .unwrap_or_default();
             self.body = format!(
                 "{}\n\n[Replying to {who}{id}]\n{}\n[/Replying]",
                 self.body,
@@ -230,7 +249,13 @@ impl Envelope {
                         Some(id) => format!("{} [id:{id}]", entry.body),
                         None => entry.body.clone(),
                     };
-                    format_body(self.chat_type, &self.chat, &sender, parse_timestamp(&entry.timestamp), &text)
+                    format_body(
+                        self.chat_type,
+                        &self.chat,
+                        &sender,
+                        parse_timestamp(&entry.timestamp),
+                        &text,
+                    )
                 })
                 .collect();
             self.body = format!(

@@ -10,7 +10,9 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::config::{DmConfig, Service};
-use crate::envelope::{Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix};
+use crate::envelope::{
+    Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix,
+};
 use crate::imsg::{ImsgClient, Message};
 use crate::media::{Stager, policy::placeholder};
 use crate::outbound;
@@ -80,11 +82,12 @@ impl Channel {
         } else {
             text.trim().to_string()
         };
-        let paired = if self.runtime.settings.dm_policy == crate::config::DmPolicy::Pairing && !message.is_group {
-            self.pairing.allowed(&account)
-        } else {
-            Vec::new()
-        };
+        let paired =
+            if self.runtime.settings.dm_policy == crate::config::DmPolicy::Pairing && !message.is_group {
+                self.pairing.allowed(&account)
+            } else {
+                Vec::new()
+            };
         let created_ms = chrono::DateTime::parse_from_rfc3339(&message.created_at)
             .ok()
             .map(|t| t.timestamp_millis());
@@ -159,7 +162,11 @@ impl Channel {
                     .filter(|m| m.id < message.id)
                     .take(limit as usize)
                     .map(|m| HistoryEntry {
-                        sender: if m.is_from_me { "me".to_string() } else { normalize_handle(&m.sender) },
+                        sender: if m.is_from_me {
+                            "me".to_string()
+                        } else {
+                            normalize_handle(&m.sender)
+                        },
                         body: strip_length_prefix(&m.text).unwrap_or(m.text),
                         timestamp: m.created_at,
                         message_id: Some(m.id.to_string()),
@@ -180,7 +187,10 @@ impl Channel {
         if message.chat_id > 0 {
             meta.insert("chatId".into(), json!(message.chat_id));
         }
-        let upsert = match self.pairing.upsert_request(&account, sender_id, meta, chrono::Utc::now()) {
+        let upsert = match self
+            .pairing
+            .upsert_request(&account, sender_id, meta, chrono::Utc::now())
+        {
             Ok(upsert) => upsert,
             Err(err) => {
                 warn!(account = %account, sender = sender_id, "cannot record the pairing request: {err}");
@@ -196,10 +206,11 @@ impl Channel {
             warn!(account = %account, reply_to, "cannot address the pairing reply");
             return;
         };
-        let params = match outbound::send_params(&target, &text, &[], self.runtime.service, &self.runtime.region) {
-            Ok(mut requests) if !requests.is_empty() => requests.remove(0),
-            _ => return,
-        };
+        let params =
+            match outbound::send_params(&target, &text, &[], self.runtime.service, &self.runtime.region) {
+                Ok(mut requests) if !requests.is_empty() => requests.remove(0),
+                _ => return,
+            };
         match imsg.send(params, SEND_TIMEOUT).await {
             Ok(result) => {
                 let id = outbound::echo::sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
@@ -221,7 +232,12 @@ impl Channel {
         let now = Instant::now();
         let key = (conversation.clone(), reason);
         if self.quiet_until.get(&key).is_some_and(|until| *until > now) {
-            debug!(rowid = message.id, conversation, reason = reason.as_str(), "dropped");
+            debug!(
+                rowid = message.id,
+                conversation,
+                reason = reason.as_str(),
+                "dropped"
+            );
             return;
         }
         self.quiet_until.insert(key, now + DROP_LOG_QUIET);

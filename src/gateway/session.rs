@@ -6,9 +6,9 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use super::channel::Outcome;
 use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, Carry, GatewayError};
-use super::channel::Outcome;
 use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
 use crate::media::Stager;
 use crate::rpc::{ClientOptions, Notification, RpcClient, SubscriptionEvent, truncate_chars};
@@ -177,7 +177,10 @@ async fn deliver(
     if let Some(folder) = &folder {
         carry.in_flight.insert(folder.clone());
     }
-    let outcome = carry.channel.handle(message, &account.envelope, imsg, stager).await;
+    let outcome = carry
+        .channel
+        .handle(message, &account.envelope, imsg, stager)
+        .await;
     let delivered = match outcome {
         Outcome::Deliver(envelope) => {
             trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");

@@ -112,7 +112,9 @@ impl Allowlist {
             || self.entries.iter().any(|entry| match entry {
                 Entry::ChatId(id) => who.chat_id == Some(*id),
                 Entry::ChatGuid(guid) => !who.chat_guid.is_empty() && who.chat_guid == guid,
-                Entry::ChatIdentifier(ident) => !who.chat_identifier.is_empty() && who.chat_identifier == ident,
+                Entry::ChatIdentifier(ident) => {
+                    !who.chat_identifier.is_empty() && who.chat_identifier == ident
+                }
                 Entry::Handle(handle) => !who.sender_normalized.is_empty() && who.sender_normalized == handle,
             })
     }
@@ -142,7 +144,12 @@ mod tests {
 
     #[test]
     fn matches_handles_chats_and_the_wildcard() {
-        let list = Allowlist::parse(["Name@Example.com", " +1 (555) 222-3333 ", "CHAT_ID:42", "sms:chat_guid:iMessage;+;chat9"]);
+        let list = Allowlist::parse([
+            "Name@Example.com",
+            " +1 (555) 222-3333 ",
+            "CHAT_ID:42",
+            "sms:chat_guid:iMessage;+;chat9",
+        ]);
         let cases = [
             (who("name@example.com", None), true),
             (who("+15552223333", Some(1)), true),
@@ -154,8 +161,19 @@ mod tests {
             assert_eq!(list.matches(&w), expected, "{w:?}");
         }
         let strict = Allowlist::parse(["chat_id:12abc", "chatident:other", "John Doe", "", "sms:"]);
-        assert!(strict.matches(&Who { chat_guid: "", chat_identifier: "", ..who("+1", Some(12)) }));
-        assert!(!strict.matches(&Who { chat_guid: "", chat_identifier: "x", ..who("+", Some(13)) }), "digit-less names match nothing");
+        assert!(strict.matches(&Who {
+            chat_guid: "",
+            chat_identifier: "",
+            ..who("+1", Some(12))
+        }));
+        assert!(
+            !strict.matches(&Who {
+                chat_guid: "",
+                chat_identifier: "x",
+                ..who("+", Some(13))
+            }),
+            "digit-less names match nothing"
+        );
         assert!(Allowlist::parse(Vec::<String>::new()).is_empty());
         assert!(!Allowlist::parse(Vec::<String>::new()).matches(&who("+1", Some(1))));
         assert!(Allowlist::parse(["*"]).matches(&who("", None)));

@@ -78,7 +78,10 @@ impl LoopRateLimiter {
         let Some(hits) = self.hits.get_mut(key) else {
             return false;
         };
-        while hits.front().is_some_and(|t| now_ms.saturating_sub(*t) > LOOP_WINDOW_MS) {
+        while hits
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) > LOOP_WINDOW_MS)
+        {
             hits.pop_front();
         }
         hits.len() >= LOOP_THRESHOLD
@@ -150,13 +153,25 @@ mod tests {
         let mut cache = SelfChatCache::default();
         cache.remember("a:imessage:+1", Some(1000), "hello\r\n", 0);
         assert!(cache.has("a:imessage:+1", Some(1000), "hello", 5_000));
-        assert!(!cache.has("a:imessage:+1", Some(1001), "hello", 5_000), "another created_at");
-        assert!(!cache.has("a:imessage:+2", Some(1000), "hello", 5_000), "another scope");
-        assert!(!cache.has("a:imessage:+1", Some(1000), "hello", 10_001), "expired");
+        assert!(
+            !cache.has("a:imessage:+1", Some(1001), "hello", 5_000),
+            "another created_at"
+        );
+        assert!(
+            !cache.has("a:imessage:+2", Some(1000), "hello", 5_000),
+            "another scope"
+        );
+        assert!(
+            !cache.has("a:imessage:+1", Some(1000), "hello", 10_001),
+            "expired"
+        );
         let long_a = format!("{}a{}", "x".repeat(500), "y".repeat(500));
         let long_b = format!("{}b{}", "x".repeat(500), "y".repeat(500));
         cache.remember("s", Some(1), &long_a, 20_000);
-        assert!(!cache.has("s", Some(1), &long_b, 20_000), "texts differing in the middle differ");
+        assert!(
+            !cache.has("s", Some(1), &long_b, 20_000),
+            "texts differing in the middle differ"
+        );
         for i in 0..600 {
             cache.remember("s", Some(i), "t", 30_000);
         }
@@ -175,8 +190,14 @@ mod tests {
         assert!(!limiter.is_limited("a:group:1", 5_000));
         limiter.hit("a:group:1", 5_000);
         assert!(limiter.is_limited("a:group:1", 5_000));
-        assert!(!limiter.is_limited("a:group:2", 5_000), "other conversations are not affected");
-        assert!(!limiter.is_limited("a:group:1", 62_000), "the window slid past the early hits");
+        assert!(
+            !limiter.is_limited("a:group:2", 5_000),
+            "other conversations are not affected"
+        );
+        assert!(
+            !limiter.is_limited("a:group:1", 62_000),
+            "the window slid past the early hits"
+        );
         assert!(!limiter.is_limited("unknown", 0));
     }
 

@@ -9,7 +9,11 @@ use tracing::warn;
 const MAX_PATTERN_CHARS: usize = 500;
 
 /// Which patterns apply: the first source that has the key wins, even when it is empty.
-pub fn resolve(agent: Option<&Vec<String>>, messages: Option<&Vec<String>>, identity_name: Option<&str>) -> Vec<String> {
+pub fn resolve(
+    agent: Option<&Vec<String>>,
+    messages: Option<&Vec<String>>,
+    identity_name: Option<&str>,
+) -> Vec<String> {
     if let Some(patterns) = agent.or(messages) {
         return patterns.clone();
     }
@@ -31,10 +35,16 @@ pub fn compile(patterns: &[String]) -> Vec<Regex> {
         .iter()
         .filter_map(|p| {
             if p.chars().count() > MAX_PATTERN_CHARS {
-                warn!("Ignoring unsupported group mention pattern (longer than {MAX_PATTERN_CHARS} characters)");
+                warn!(
+                    "Ignoring unsupported group mention pattern (longer than {MAX_PATTERN_CHARS} characters)"
+                );
                 return None;
             }
-            match RegexBuilder::new(p).case_insensitive(true).size_limit(1 << 20).build() {
+            match RegexBuilder::new(p)
+                .case_insensitive(true)
+                .size_limit(1 << 20)
+                .build()
+            {
                 Ok(re) => Some(re),
                 Err(err) => {
                     warn!(pattern = %p, "Ignoring unsupported group mention pattern: {err}");
@@ -51,7 +61,11 @@ fn is_invisible(c: char) -> bool {
 }
 
 pub fn is_mentioned(text: &str, patterns: &[Regex]) -> bool {
-    let cleaned: String = text.chars().filter(|c| !is_invisible(*c)).collect::<String>().to_lowercase();
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !is_invisible(*c))
+        .collect::<String>()
+        .to_lowercase();
     patterns.iter().any(|re| re.is_match(&cleaned))
 }
 
@@ -63,7 +77,9 @@ pub fn is_control_command(text: &str) -> bool {
     let name: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
     !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -75,7 +91,11 @@ mod tests {
         let agent = vec!["hey bot".to_string()];
         let empty: Vec<String> = vec![];
         assert_eq!(resolve(Some(&agent), Some(&vec!["x".into()]), Some("Ada")), agent);
-        assert_eq!(resolve(Some(&empty), Some(&vec!["x".into()]), Some("Ada")), empty, "present but empty wins");
+        assert_eq!(
+            resolve(Some(&empty), Some(&vec!["x".into()]), Some("Ada")),
+            empty,
+            "present but empty wins"
+        );
         assert_eq!(resolve(None, Some(&vec!["x".into()]), Some("Ada")), vec!["x"]);
         assert_eq!(resolve(None, None, Some("Open Claw")), vec![r"\b@?Open\s+Claw\b"]);
         assert_eq!(resolve(None, None, Some("🦞")), vec!["🦞"]);
@@ -89,13 +109,25 @@ mod tests {
         assert!(is_mentioned("Hi OPEN   claw, help", &patterns));
         assert!(is_mentioned("hi op\u{200B}en claw", &patterns));
         assert!(!is_mentioned("reopen clawback", &patterns));
-        assert!(compile(&["(unclosed".into()]).is_empty(), "an invalid pattern is skipped");
+        assert!(
+            compile(&["(unclosed".into()]).is_empty(),
+            "an invalid pattern is skipped"
+        );
         assert!(!is_mentioned("anything", &[]));
     }
 
     #[test]
     fn recognises_control_commands() {
-        for (text, expected) in [("/new", true), ("  /config show", true), ("/reset now", true), ("/", false), ("/ x", false), ("a /new", false), ("/1abc", false), ("//x", false)] {
+        for (text, expected) in [
+            ("/new", true),
+            ("  /config show", true),
+            ("/reset now", true),
+            ("/", false),
+            ("/ x", false),
+            ("a /new", false),
+            ("/1abc", false),
+            ("//x", false),
+        ] {
             assert_eq!(is_control_command(text), expected, "{text:?}");
         }
     }

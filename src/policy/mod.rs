@@ -66,7 +66,10 @@ impl DropReason {
 
     /// Drops that count towards the echo-loop rate limiter (§5.5).
     fn is_loop_hit(self) -> bool {
-        matches!(self, Self::Echo | Self::SelfChatEcho | Self::Reflected | Self::FromMe)
+        matches!(
+            self,
+            Self::Echo | Self::SelfChatEcho | Self::Reflected | Self::FromMe
+        )
     }
 }
 
@@ -184,7 +187,9 @@ impl Policy {
                 self.limiter.hit(&loop_key, now_ms);
                 decision
             }
-            Decision::Dispatch(_) if self.limiter.is_limited(&loop_key, now_ms) => Decision::Drop(DropReason::RateLimited),
+            Decision::Dispatch(_) if self.limiter.is_limited(&loop_key, now_ms) => {
+                Decision::Drop(DropReason::RateLimited)
+            }
             other => other,
         }
     }
@@ -229,23 +234,39 @@ impl Policy {
         };
         let id_text = m.id.to_string();
         let guid = m.guid.trim();
-        let ids: Vec<&str> = [id_text.as_str(), guid].into_iter().filter(|i| !i.is_empty()).collect();
+        let ids: Vec<&str> = [id_text.as_str(), guid]
+            .into_iter()
+            .filter(|i| !i.is_empty())
+            .collect();
         let mut self_chat_checked = false;
         if m.is_from_me {
             let identifier = normalize_handle(&m.chat_identifier);
-            let destination = m.destination_caller_id.as_deref().map(str::trim).filter(|d| !d.is_empty());
+            let destination = m
+                .destination_caller_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty());
             let same_thread = !is_group && identifier == sender_normalized;
-            let true_self = same_thread && destination.is_some_and(|d| normalize_handle(d) == sender_normalized);
+            let true_self =
+                same_thread && destination.is_some_and(|d| normalize_handle(d) == sender_normalized);
             let ambiguous = same_thread && destination.is_none();
             if ambiguous {
-                self.self_chat.remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
+                self.self_chat
+                    .remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
                 return Decision::Drop(DropReason::FromMe);
             }
             if !true_self {
                 return Decision::Drop(DropReason::FromMe);
             }
-            self.self_chat.remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
-            if self.echo.has(&echo_scope, Some(inbound.body_text), &ids, guid.is_empty(), now_ms) {
+            self.self_chat
+                .remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
+            if self.echo.has(
+                &echo_scope,
+                Some(inbound.body_text),
+                &ids,
+                guid.is_empty(),
+                now_ms,
+            ) {
                 return Decision::Drop(DropReason::AgentEchoInSelfChat);
             }
             // The user writing to themselves: a normal inbound from here on.
@@ -261,7 +282,9 @@ impl Policy {
             let list = s.effective_group_allowlist();
             match s.group_policy {
                 GroupPolicy::Disabled => return Decision::Drop(DropReason::GroupPolicyDisabled),
-                GroupPolicy::Allowlist if list.is_empty() => return Decision::Drop(DropReason::GroupAllowlistEmpty),
+                GroupPolicy::Allowlist if list.is_empty() => {
+                    return Decision::Drop(DropReason::GroupAllowlistEmpty);
+                }
                 GroupPolicy::Allowlist if !list.matches(&who) => {
                     return Decision::Drop(DropReason::NotInGroupAllowFrom);
                 }
@@ -290,10 +313,20 @@ impl Policy {
         if inbound.body_text.trim().is_empty() {
             return Decision::Drop(DropReason::EmptyBody);
         }
-        if !self_chat_checked && self.self_chat.has(&self_scope, inbound.created_ms, inbound.body_text, now_ms) {
+        if !self_chat_checked
+            && self
+                .self_chat
+                .has(&self_scope, inbound.created_ms, inbound.body_text, now_ms)
+        {
             return Decision::Drop(DropReason::SelfChatEcho);
         }
-        if self.echo.has(&echo_scope, Some(inbound.body_text), &ids, guid.is_empty(), now_ms) {
+        if self.echo.has(
+            &echo_scope,
+            Some(inbound.body_text),
+            &ids,
+            guid.is_empty(),
+            now_ms,
+        ) {
             return Decision::Drop(DropReason::Echo);
         }
         if is_reflected(inbound.text) {
@@ -304,10 +337,19 @@ impl Policy {
         let keep_reply = m.reply_to_text.as_deref().is_some_and(|t| !t.trim().is_empty()) && {
             let group_list = s.effective_group_allowlist();
             let quoted_allowed = || {
-                m.reply_to_sender.as_deref().map(str::trim).filter(|q| !q.is_empty()).is_some_and(|q| {
-                    let normalized = normalize_handle(q);
-                    group_list.matches(&Who { sender_normalized: &normalized, chat_id: None, chat_guid: "", chat_identifier: "" })
-                })
+                m.reply_to_sender
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|q| !q.is_empty())
+                    .is_some_and(|q| {
+                        let normalized = normalize_handle(q);
+                        group_list.matches(&Who {
+                            sender_normalized: &normalized,
+                            chat_id: None,
+                            chat_guid: "",
+                            chat_identifier: "",
+                        })
+                    })
             };
             !is_group
                 || group_list.is_empty()
@@ -334,7 +376,12 @@ impl Policy {
             .or_else(|| wildcard.and_then(|g| g.require_mention))
             .unwrap_or(true);
         let history_key = history_key(m);
-        if is_group && require_mention && !s.mention.is_empty() && !was_mentioned && !(is_command && command_authorized) {
+        if is_group
+            && require_mention
+            && !s.mention.is_empty()
+            && !was_mentioned
+            && !(is_command && command_authorized)
+        {
             let entry = PendingEntry {
                 sender: sender_normalized,
                 body: inbound.body_text.to_string(),
@@ -345,7 +392,11 @@ impl Policy {
             self.history.record(&history_key, entry, limit);
             return Decision::Drop(DropReason::NoMention);
         }
-        let history = if is_group { self.history.take(&history_key) } else { Vec::new() };
+        let history = if is_group {
+            self.history.take(&history_key)
+        } else {
+            Vec::new()
+        };
         Decision::Dispatch(Dispatch {
             is_group,
             was_mentioned: was_mentioned || (is_command && command_authorized),

@@ -75,21 +75,57 @@ fn dispatched(d: &Decision) -> &Dispatch {
 fn applies_the_dm_policies() {
     let stranger = dm("+15552223333", "hi");
     let owner = dm("+1 (555) 000-1111", "hi");
-    assert!(matches!(decide(settings(), &stranger), Decision::Pairing { ref sender_id, ref reply_to }
-        if sender_id == "+15552223333" && reply_to == "chat_id:7"));
+    assert!(
+        matches!(decide(settings(), &stranger), Decision::Pairing { ref sender_id, ref reply_to }
+        if sender_id == "+15552223333" && reply_to == "chat_id:7")
+    );
     assert!(matches!(decide(settings(), &owner), Decision::Dispatch(_)));
     let paired = vec!["+15552223333".to_string()];
-    assert!(matches!(decide_with(&mut Policy::new(settings()), &stranger, &paired, 0), Decision::Dispatch(_)));
-    let allowlist = Settings { dm_policy: DmPolicy::Allowlist, ..settings() };
-    assert_eq!(dropped(&decide_with(&mut Policy::new(allowlist), &stranger, &paired, 0)), Some(DropReason::DmPolicyBlocked), "the store is ignored under allowlist");
-    let open = Settings { dm_policy: DmPolicy::Open, allow_from: Allowlist::parse(["*"]), ..settings() };
+    assert!(matches!(
+        decide_with(&mut Policy::new(settings()), &stranger, &paired, 0),
+        Decision::Dispatch(_)
+    ));
+    let allowlist = Settings {
+        dm_policy: DmPolicy::Allowlist,
+        ..settings()
+    };
+    assert_eq!(
+        dropped(&decide_with(&mut Policy::new(allowlist), &stranger, &paired, 0)),
+        Some(DropReason::DmPolicyBlocked),
+        "the store is ignored under allowlist"
+    );
+    let open = Settings {
+        dm_policy: DmPolicy::Open,
+        allow_from: Allowlist::parse(["*"]),
+        ..settings()
+    };
     let d = decide(open, &stranger);
-    assert!(!dispatched(&d).command_authorized, "open mode authorises no commands by itself");
-    let disabled = Settings { dm_policy: DmPolicy::Disabled, ..settings() };
-    assert_eq!(dropped(&decide(disabled, &owner)), Some(DropReason::DmPolicyDisabled));
-    let d = decide_with(&mut Policy::new(settings()), &dm("+15552223333", "/new"), &paired, 0);
-    assert!(dispatched(&d).command_authorized, "a pairing-store sender is authorised");
-    assert_eq!(dropped(&decide(settings(), &dm("  ", "hi"))), Some(DropReason::MissingSender));
+    assert!(
+        !dispatched(&d).command_authorized,
+        "open mode authorises no commands by itself"
+    );
+    let disabled = Settings {
+        dm_policy: DmPolicy::Disabled,
+        ..settings()
+    };
+    assert_eq!(
+        dropped(&decide(disabled, &owner)),
+        Some(DropReason::DmPolicyDisabled)
+    );
+    let d = decide_with(
+        &mut Policy::new(settings()),
+        &dm("+15552223333", "/new"),
+        &paired,
+        0,
+    );
+    assert!(
+        dispatched(&d).command_authorized,
+        "a pairing-store sender is authorised"
+    );
+    assert_eq!(
+        dropped(&decide(settings(), &dm("  ", "hi"))),
+        Some(DropReason::MissingSender)
+    );
 }
 
 #[test]
@@ -97,35 +133,63 @@ fn gates_groups_by_policy_registry_and_sender_lists() {
     let msg = group("+15550001111", "@bot hi", 42);
     let cases: Vec<(&str, Settings, Option<DropReason>)> = vec![
         ("open, no registry", settings(), None),
-        ("disabled", Settings { group_policy: GroupPolicy::Disabled, ..settings() }, Some(DropReason::GroupPolicyDisabled)),
+        (
+            "disabled",
+            Settings {
+                group_policy: GroupPolicy::Disabled,
+                ..settings()
+            },
+            Some(DropReason::GroupPolicyDisabled),
+        ),
         (
             "allowlist with an empty groupAllowFrom",
-            Settings { group_policy: GroupPolicy::Allowlist, group_allow_from: Some(Allowlist::default()), ..settings() },
+            Settings {
+                group_policy: GroupPolicy::Allowlist,
+                group_allow_from: Some(Allowlist::default()),
+                ..settings()
+            },
             Some(DropReason::GroupAllowlistEmpty),
         ),
         (
             "allowlist, sender not listed",
-            Settings { group_policy: GroupPolicy::Allowlist, group_allow_from: Some(Allowlist::parse(["+19999"])), ..settings() },
+            Settings {
+                group_policy: GroupPolicy::Allowlist,
+                group_allow_from: Some(Allowlist::parse(["+19999"])),
+                ..settings()
+            },
             Some(DropReason::NotInGroupAllowFrom),
         ),
         (
             "fix 4: allowlist with groupAllowFrom and no groups map",
-            Settings { group_policy: GroupPolicy::Allowlist, group_allow_from: Some(Allowlist::parse(["+15550001111"])), ..settings() },
+            Settings {
+                group_policy: GroupPolicy::Allowlist,
+                group_allow_from: Some(Allowlist::parse(["+15550001111"])),
+                ..settings()
+            },
             None,
         ),
         (
             "allowlist falling back to allowFrom needs the registry",
-            Settings { group_policy: GroupPolicy::Allowlist, ..settings() },
+            Settings {
+                group_policy: GroupPolicy::Allowlist,
+                ..settings()
+            },
             Some(DropReason::GroupNotInAllowlist),
         ),
         (
             "groups without * block other chats",
-            Settings { groups: [("41".to_string(), GroupConfig::default())].into(), ..settings() },
+            Settings {
+                groups: [("41".to_string(), GroupConfig::default())].into(),
+                ..settings()
+            },
             Some(DropReason::GroupNotInAllowlist),
         ),
         (
             "groups with *",
-            Settings { groups: [("*".to_string(), GroupConfig::default())].into(), ..settings() },
+            Settings {
+                groups: [("*".to_string(), GroupConfig::default())].into(),
+                ..settings()
+            },
             None,
         ),
         (
@@ -143,14 +207,31 @@ fn gates_groups_by_policy_registry_and_sender_lists() {
         assert_eq!(dropped(&decide(s, &msg)), expected, "{what}");
     }
     // The pairing store never admits group senders.
-    let s = Settings { group_policy: GroupPolicy::Allowlist, group_allow_from: Some(Allowlist::parse(["+19999"])), ..settings() };
+    let s = Settings {
+        group_policy: GroupPolicy::Allowlist,
+        group_allow_from: Some(Allowlist::parse(["+19999"])),
+        ..settings()
+    };
     let paired = vec!["+15550001111".to_string()];
-    assert_eq!(dropped(&decide_with(&mut Policy::new(s), &msg, &paired, 0)), Some(DropReason::NotInGroupAllowFrom));
+    assert_eq!(
+        dropped(&decide_with(&mut Policy::new(s), &msg, &paired, 0)),
+        Some(DropReason::NotInGroupAllowFrom)
+    );
 }
 
 #[test]
 fn a_configured_chat_counts_as_a_group_even_when_imsg_says_direct() {
-    let s = Settings { groups: [("7".to_string(), GroupConfig { require_mention: Some(false), ..GroupConfig::default() })].into(), ..settings() };
+    let s = Settings {
+        groups: [(
+            "7".to_string(),
+            GroupConfig {
+                require_mention: Some(false),
+                ..GroupConfig::default()
+            },
+        )]
+        .into(),
+        ..settings()
+    };
     let d = decide(s, &dm("+15550001111", "hello"));
     assert!(dispatched(&d).is_group);
 }
@@ -159,31 +240,65 @@ fn a_configured_chat_counts_as_a_group_even_when_imsg_says_direct() {
 fn holds_unmentioned_group_messages_and_hands_them_over_with_the_next_mention() {
     let mut policy = Policy::new(settings());
     let first = group("+15550002222", "dinner?", 42);
-    assert_eq!(dropped(&decide_with(&mut policy, &first, &[], 0)), Some(DropReason::NoMention));
-    let second = Message { id: 101, guid: "G-101".into(), ..group("+15550003333", "hey @Bot what time", 42) };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &first, &[], 0)),
+        Some(DropReason::NoMention)
+    );
+    let second = Message {
+        id: 101,
+        guid: "G-101".into(),
+        ..group("+15550003333", "hey @Bot what time", 42)
+    };
     let d = decide_with(&mut policy, &second, &[], 0);
     let x = dispatched(&d);
     assert!(x.was_mentioned && x.is_group);
     assert_eq!(x.history.len(), 1);
     assert_eq!(x.history[0].body, "dinner?");
     assert_eq!(x.history[0].sender, "+15550002222");
-    let third = Message { id: 102, ..group("+15550003333", "@bot again", 42) };
-    assert!(dispatched(&decide_with(&mut policy, &third, &[], 0)).history.is_empty(), "cleared after dispatch");
+    let third = Message {
+        id: 102,
+        ..group("+15550003333", "@bot again", 42)
+    };
+    assert!(
+        dispatched(&decide_with(&mut policy, &third, &[], 0))
+            .history
+            .is_empty(),
+        "cleared after dispatch"
+    );
     // No usable patterns: nothing can be gated.
-    let s = Settings { mention: vec![], ..settings() };
+    let s = Settings {
+        mention: vec![],
+        ..settings()
+    };
     assert!(matches!(decide(s, &first), Decision::Dispatch(_)));
     // requireMention false for the chat.
-    let s = Settings { groups: [("*".to_string(), GroupConfig { require_mention: Some(false), ..GroupConfig::default() })].into(), ..settings() };
+    let s = Settings {
+        groups: [(
+            "*".to_string(),
+            GroupConfig {
+                require_mention: Some(false),
+                ..GroupConfig::default()
+            },
+        )]
+        .into(),
+        ..settings()
+    };
     assert!(matches!(decide(s, &first), Decision::Dispatch(_)));
 }
 
 #[test]
 fn gates_control_commands_in_groups() {
     let stranger = group("+15550002222", "/reset", 42);
-    assert_eq!(dropped(&decide(settings(), &stranger)), Some(DropReason::ControlCommandUnauthorized));
+    assert_eq!(
+        dropped(&decide(settings(), &stranger)),
+        Some(DropReason::ControlCommandUnauthorized)
+    );
     let owner = group("+15550001111", "/reset", 42);
     let d = decide(settings(), &owner);
-    assert!(dispatched(&d).command_authorized && dispatched(&d).was_mentioned, "an authorised command bypasses mention gating");
+    assert!(
+        dispatched(&d).command_authorized && dispatched(&d).was_mentioned,
+        "an authorised command bypasses mention gating"
+    );
 }
 
 #[test]
@@ -193,7 +308,10 @@ fn keeps_or_drops_the_quote_by_context_visibility() {
         reply_to_sender: Some(from.into()),
         ..group("+15550001111", "@bot yes", 42)
     };
-    let listed = Settings { group_allow_from: Some(Allowlist::parse(["+15550001111"])), ..settings() };
+    let listed = Settings {
+        group_allow_from: Some(Allowlist::parse(["+15550001111"])),
+        ..settings()
+    };
     let cases = [
         (ContextVisibility::All, "+19998887777", true),
         (ContextVisibility::Allowlist, "+19998887777", false),
@@ -201,31 +319,73 @@ fn keeps_or_drops_the_quote_by_context_visibility() {
         (ContextVisibility::AllowlistQuote, "+19998887777", true),
     ];
     for (mode, from, keep) in cases {
-        let s = Settings { context_visibility: mode, ..listed.clone() };
-        assert_eq!(dispatched(&decide(s, &quoted(from))).keep_reply, keep, "{mode:?} {from}");
+        let s = Settings {
+            context_visibility: mode,
+            ..listed.clone()
+        };
+        assert_eq!(
+            dispatched(&decide(s, &quoted(from))).keep_reply,
+            keep,
+            "{mode:?} {from}"
+        );
     }
-    let s = Settings { context_visibility: ContextVisibility::Allowlist, ..settings() };
-    assert!(dispatched(&decide(s, &dm("+15550001111", "x"))).keep_reply == false, "no quote, nothing to keep");
+    let s = Settings {
+        context_visibility: ContextVisibility::Allowlist,
+        ..settings()
+    };
+    assert!(
+        !dispatched(&decide(s, &dm("+15550001111", "x"))).keep_reply,
+        "no quote, nothing to keep"
+    );
 }
 
 #[test]
 fn drops_our_own_rows_and_their_echoes() {
     let mut policy = Policy::new(settings());
     let scope = policy.echo_scope("imessage:+15550001111");
-    policy.echo.remember(&scope, Some("sent by the agent"), Some("G-500"), 0);
-    let echo_by_id = Message { guid: "G-500".into(), ..dm("+15550001111", "other text") };
-    assert_eq!(dropped(&decide_with(&mut policy, &echo_by_id, &[], 1_000)), Some(DropReason::Echo));
+    policy
+        .echo
+        .remember(&scope, Some("sent by the agent"), Some("G-500"), 0);
+    let echo_by_id = Message {
+        guid: "G-500".into(),
+        ..dm("+15550001111", "other text")
+    };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &echo_by_id, &[], 1_000)),
+        Some(DropReason::Echo)
+    );
     let mut policy = Policy::new(settings());
     policy.echo.remember(&scope, Some("sent by the agent"), None, 0);
-    let echo_by_text = Message { guid: String::new(), ..dm("+15550001111", "sent by the agent") };
-    assert_eq!(dropped(&decide_with(&mut policy, &echo_by_text, &[], 1_000)), Some(DropReason::Echo));
-    assert!(matches!(decide_with(&mut policy, &echo_by_text, &[], 10_000), Decision::Dispatch(_)), "text echoes expire after 4 s");
+    let echo_by_text = Message {
+        guid: String::new(),
+        ..dm("+15550001111", "sent by the agent")
+    };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &echo_by_text, &[], 1_000)),
+        Some(DropReason::Echo)
+    );
+    assert!(
+        matches!(
+            decide_with(&mut policy, &echo_by_text, &[], 10_000),
+            Decision::Dispatch(_)
+        ),
+        "text echoes expire after 4 s"
+    );
 
-    let mine = Message { is_from_me: true, ..dm("+15550001111", "hello") };
+    let mine = Message {
+        is_from_me: true,
+        ..dm("+15550001111", "hello")
+    };
     assert_eq!(dropped(&decide(settings(), &mine)), Some(DropReason::FromMe));
     let reflected = dm("+15550001111", "ok <thinking>plan</thinking>");
-    assert_eq!(dropped(&decide(settings(), &reflected)), Some(DropReason::Reflected));
-    assert!(matches!(decide(settings(), &dm("+15550001111", "use `<thinking>` tags")), Decision::Dispatch(_)));
+    assert_eq!(
+        dropped(&decide(settings(), &reflected)),
+        Some(DropReason::Reflected)
+    );
+    assert!(matches!(
+        decide(settings(), &dm("+15550001111", "use `<thinking>` tags")),
+        Decision::Dispatch(_)
+    ));
 }
 
 #[test]
@@ -236,38 +396,94 @@ fn handles_self_chat_rows() {
         destination_caller_id: dest.map(str::to_string),
         ..dm(me, text)
     };
-    let s = Settings { allow_from: Allowlist::parse([me]), ..settings() };
+    let s = Settings {
+        allow_from: Allowlist::parse([me]),
+        ..settings()
+    };
     // The user writing to themselves is processed.
     let mut policy = Policy::new(s.clone());
-    assert!(matches!(decide_with(&mut policy, &self_row(true, "note to self", Some(me)), &[], 0), Decision::Dispatch(_)));
+    assert!(matches!(
+        decide_with(&mut policy, &self_row(true, "note to self", Some(me)), &[], 0),
+        Decision::Dispatch(_)
+    ));
     // The agent's reply appearing in the self-chat is dropped by the echo cache.
     let scope = policy.echo_scope(&format!("imessage:{me}"));
     policy.echo.remember(&scope, Some("agent reply"), Some("G-9"), 0);
-    let echoed = Message { guid: "G-9".into(), ..self_row(true, "agent reply", Some(me)) };
-    assert_eq!(dropped(&decide_with(&mut policy, &echoed, &[], 500)), Some(DropReason::AgentEchoInSelfChat));
+    let echoed = Message {
+        guid: "G-9".into(),
+        ..self_row(true, "agent reply", Some(me))
+    };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &echoed, &[], 500)),
+        Some(DropReason::AgentEchoInSelfChat)
+    );
     // An ambiguous from-me row is dropped, and its reflected copy too.
     let mut policy = Policy::new(s);
-    assert_eq!(dropped(&decide_with(&mut policy, &self_row(true, "mirror", None), &[], 0)), Some(DropReason::FromMe));
-    assert_eq!(dropped(&decide_with(&mut policy, &self_row(false, "mirror", None), &[], 100)), Some(DropReason::SelfChatEcho));
-    assert!(matches!(decide_with(&mut policy, &self_row(false, "different", None), &[], 100), Decision::Dispatch(_)));
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &self_row(true, "mirror", None), &[], 0)),
+        Some(DropReason::FromMe)
+    );
+    assert_eq!(
+        dropped(&decide_with(
+            &mut policy,
+            &self_row(false, "mirror", None),
+            &[],
+            100
+        )),
+        Some(DropReason::SelfChatEcho)
+    );
+    assert!(matches!(
+        decide_with(&mut policy, &self_row(false, "different", None), &[], 100),
+        Decision::Dispatch(_)
+    ));
     // A normal DM row of ours stays dropped (destination differs from the sender).
-    let mine = Message { is_from_me: true, chat_identifier: "+15550001111".into(), ..dm(me, "x") };
+    let mine = Message {
+        is_from_me: true,
+        chat_identifier: "+15550001111".into(),
+        ..dm(me, "x")
+    };
     assert_eq!(dropped(&decide(settings(), &mine)), Some(DropReason::FromMe));
 }
 
 #[test]
 fn rate_limits_a_conversation_in_an_echo_loop() {
     let mut policy = Policy::new(settings());
-    let mine = Message { is_from_me: true, ..dm("+15550001111", "loop") };
+    let mine = Message {
+        is_from_me: true,
+        ..dm("+15550001111", "loop")
+    };
     for t in 0..5 {
         decide_with(&mut policy, &mine, &[], t * 100);
     }
     let normal = dm("+15550001111", "a real message");
-    assert_eq!(dropped(&decide_with(&mut policy, &normal, &[], 1_000)), Some(DropReason::RateLimited));
-    assert!(matches!(decide_with(&mut policy, &normal, &[], 70_000), Decision::Dispatch(_)), "the window passes");
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &normal, &[], 1_000)),
+        Some(DropReason::RateLimited)
+    );
+    assert!(
+        matches!(
+            decide_with(&mut policy, &normal, &[], 70_000),
+            Decision::Dispatch(_)
+        ),
+        "the window passes"
+    );
     let stranger = dm("+15552223333", "hi");
     for t in 0..6 {
-        decide_with(&mut policy, &Message { is_from_me: true, ..stranger.clone() }, &[], t);
+        decide_with(
+            &mut policy,
+            &Message {
+                is_from_me: true,
+                ..stranger.clone()
+            },
+            &[],
+            t,
+        );
     }
-    assert!(matches!(decide_with(&mut policy, &stranger, &[], 10), Decision::Pairing { .. }), "pairing is never rate-limited");
+    assert!(
+        matches!(
+            decide_with(&mut policy, &stranger, &[], 10),
+            Decision::Pairing { .. }
+        ),
+        "pairing is never rate-limited"
+    );
 }

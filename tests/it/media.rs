@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::sshd::{Sshd, SshdOptions};
-use crate::support::{Bridge, SimMac, imsg_bridge_bin, imsg_sim_bin};
+use crate::support::{Bridge, OPEN_ACCESS, SimMac, imsg_bridge_bin, imsg_sim_bin};
 
 const SIGTERM: i32 = 15;
 const FROM: &str = "+14155551212";
@@ -46,7 +46,7 @@ fn media_config(sshd: &Sshd, mac: &SimMac, extra_imessage: &str, extra_bridge: &
     let root = roots_of(mac);
     let path = mac.dir.path().join("config.json5");
     let text = format!(
-        "{{ channels: {{ imessage: {{ dbPath: {db:?}, includeAttachments: true, mediaMaxMb: 16,
+        "{{ channels: {{ imessage: {{ dbPath: {db:?}, includeAttachments: true, mediaMaxMb: 16, {OPEN_ACCESS}
              remoteAttachmentRoots: [{roots:?}],
              ssh: {{ host: \"127.0.0.1\", port: {port}, user: {user:?}, identityFile: {key:?}, knownHostsFile: {kh:?},
                     remoteCliPath: {cli:?}, useAgent: false }}, {extra_imessage} }} }},

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::proxy::Proxy;
 use crate::sshd::{Sshd, SshdOptions};
-use crate::support::{Bridge, PATIENCE, SimMac, imsg_bridge_bin, imsg_sim_bin};
+use crate::support::{Bridge, OPEN_ACCESS, PATIENCE, SimMac, imsg_bridge_bin, imsg_sim_bin};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
@@ -33,7 +33,7 @@ fn ssh_block(sshd: &Sshd, port: u16, extra: &str) -> String {
 fn write_config(mac: &SimMac, imessage: &str) -> PathBuf {
     let path = mac.dir.path().join("config.json5");
     let text = format!(
-        "{{ channels: {{ imessage: {{ dbPath: {db:?}, {imessage} }} }},\n  bridge: {{ stateDir: {state:?} }} }}\n",
+        "{{ channels: {{ imessage: {{ dbPath: {db:?}, {OPEN_ACCESS} {imessage} }} }},\n  bridge: {{ stateDir: {state:?} }} }}\n",
         db = mac.db.display().to_string(),
         state = mac.state_dir().display().to_string(),
     );

@@ -18,6 +18,9 @@ pub fn imsg_bridge_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imsg-bridge"))
 }
 
+/// Channel settings that let every sender and group through, for tests about transport and delivery.
+pub const OPEN_ACCESS: &str = "dmPolicy: \"open\", allowFrom: [\"*\"], groupPolicy: \"open\",";
+
 /// Generous bound for things that normally take milliseconds; tests never assert speed.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -59,11 +62,13 @@ impl SimMac {
         );
     }
 
-    /// A config whose only account runs `imsg-sim` as its imsg, with state under this temp dir.
+    /// A config whose only account runs `imsg-sim` as its imsg, with state under this temp dir. Access
+    /// is open (the transport and delivery tests are not about pairing); `extra_imessage` may set
+    /// `dmPolicy` and friends again, the later key wins.
     pub fn write_process_config(&self, extra_imessage: &str) -> PathBuf {
         let path = self.dir.path().join("config.json5");
         let text = format!(
-            "{{ channels: {{ imessage: {{ cliPath: {cli:?}, dbPath: {db:?}, {extra_imessage} }} }},\n  bridge: {{ stateDir: {state:?} }} }}\n",
+            "{{ channels: {{ imessage: {{ cliPath: {cli:?}, dbPath: {db:?}, {OPEN_ACCESS} {extra_imessage} }} }},\n  bridge: {{ stateDir: {state:?} }} }}\n",
             cli = imsg_sim_bin().display().to_string(),
             db = self.db.display().to_string(),
             state = self.state_dir().display().to_string(),
