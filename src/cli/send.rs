@@ -59,9 +59,15 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
         }
     }
     let local: Vec<String> = args.file.iter().map(|f| f.display().to_string()).collect();
+    let shaping = outbound::Shaping {
+        service: account.service,
+        region: account.region.clone(),
+        chunk_limit: account.text_chunk_limit,
+        chunk_mode: account.chunk_mode,
+    };
     // Validate text-or-media before connecting.
-    let planned = outbound::send_params(&target, &text, &local, account.service, &account.region)
-        .map_err(|e| CliError::Usage(e.0))?;
+    let planned =
+        outbound::chunked_params(&target, &text, &local, &shaping).map_err(|e| CliError::Usage(e.0))?;
     if args.dry_run {
         for params in planned {
             println!("{}", json!({"method": "send", "params": params}));
@@ -94,7 +100,7 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
                 }
             }
         }
-        let requests = outbound::send_params(&target, &text, &remote_paths, account.service, &account.region)
+        let requests = outbound::chunked_params(&target, &text, &remote_paths, &shaping)
             .map_err(|e| CliError::Usage(e.0))?;
         for params in requests {
             let sent = imsg.send(params.clone(), SEND_TIMEOUT).await?;

@@ -11,7 +11,7 @@ pub mod target;
 
 use serde_json::{Map, Value, json};
 
-use crate::config::Service;
+use crate::config::{ChunkMode, Service};
 pub use target::{Target, TargetError, parse};
 
 /// The `send` params for `text` and `files` (remote paths) to `target`: the first request carries the
@@ -66,6 +66,53 @@ pub fn send_params(
         .collect())
 }
 
+/// How an account shapes outgoing text.
+#[derive(Debug, Clone)]
+pub struct Shaping {
+    pub service: Service,
+    pub region: String,
+    pub chunk_limit: usize,
+    pub chunk_mode: ChunkMode,
+}
+
+/// The requests of a send: text alone is chunked (one request per chunk, in order); with files the
+/// whole text is the first file's caption (reference §7.4).
+pub fn chunked_params(
+    target: &Target,
+    text: &str,
+    files: &[String],
+    shaping: &Shaping,
+) -> Result<Vec<Value>, TargetError> {
+    if !files.is_empty() || text.trim().is_empty() {
+        return send_params(target, text, files, shaping.service, &shaping.region);
+    }
+    let mut requests = Vec::new();
+    for piece in chunk::chunk(text, shaping.chunk_limit, shaping.chunk_mode) {
+        requests.extend(send_params(
+            target,
+            &piece,
+            &[],
+            shaping.service,
+            &shaping.region,
+        )?);
+    }
+    Ok(requests)
+}
+
+/// An agent's reply: assistant scaffolding removed (§5.8), the response prefix applied (§7.7),
+/// then as [`chunked_params`].
+pub fn reply_params(
+    target: &Target,
+    text: &str,
+    files: &[String],
+    shaping: &Shaping,
+    prefix: Option<&str>,
+) -> Result<Vec<Value>, TargetError> {
+    let clean = sanitize::sanitize_outbound(text);
+    let text = prefix::apply_prefix(prefix, &clean);
+    chunked_params(target, &text, files, shaping)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +142,41 @@ mod tests {
         );
         let err = send_params(&to, "  ", &[], Service::Auto, "US").unwrap_err();
         assert_eq!(err.0, "iMessage send requires text or media");
+    }
+
+    fn shaping(limit: usize) -> Shaping {
+        Shaping {
+            service: Service::Auto,
+            region: "US".into(),
+            chunk_limit: limit,
+            chunk_mode: ChunkMode::Length,
+        }
+    }
+
+    #[test]
+    fn chunks_text_alone_but_keeps_a_caption_whole() {
+        let to = parse("chat_id:3").unwrap();
+        let got = chunked_params(&to, "hello world", &[], &shaping(5)).unwrap();
+        let texts: Vec<&str> = got.iter().map(|p| p["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, vec!["hello", "world"]);
+        assert!(got.iter().all(|p| p["chat_id"] == 3));
+        let got = chunked_params(&to, "hello world", &["/f.jpg".into()], &shaping(5)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["text"], "hello world");
+    }
+
+    #[test]
+    fn replies_are_sanitised_and_prefixed_before_chunking() {
+        let to = parse("+1555").unwrap();
+        let got = reply_params(
+            &to,
+            "<thinking>plan</thinking>Sure.\n\n\n\nDone.\nassistant:",
+            &[],
+            &shaping(4000),
+            Some("[Ada]"),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["text"], "[Ada] Sure.\n\nDone.");
     }
 }
