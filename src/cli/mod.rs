@@ -170,12 +170,16 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
         },
         replay: config.bridge.replay,
         channel: ChannelRuntime {
-            settings: Settings::of(account, mention_patterns(config)),
+            settings: Settings::of(account, crate::policy::mention::for_config(config)),
             dm_history_limit: account.dm_history_limit,
             dms: account.dms.clone(),
             state_dir: config.bridge.state_dir.clone(),
             service: account.service,
             region: account.region.clone(),
+            config_path: config.path.clone(),
+            commands_config: config.commands_config,
+            config_writes: account.config_writes,
+            flat: config.accounts.len() == 1 && account.id == crate::config::DEFAULT_ACCOUNT_ID,
         },
         media: MediaRuntime {
             inbound: config.bridge.state_dir.join("media").join("inbound"),
@@ -190,17 +194,6 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
             cache_max_age: Duration::from_secs(config.bridge.media.cache_max_age_hours.saturating_mul(3600)),
         },
     })
-}
-
-/// The routed agent's mention patterns (reference §6.8), compiled.
-fn mention_patterns(config: &Config) -> Vec<regex::Regex> {
-    let agent = config.default_agent();
-    let patterns = crate::policy::mention::resolve(
-        agent.and_then(|a| a.mention_patterns.as_ref()),
-        config.messages.mention_patterns.as_ref(),
-        agent.and_then(|a| a.identity_name.as_deref()),
-    );
-    crate::policy::mention::compile(&patterns)
 }
 
 fn init_logging(cli: &Cli) {

@@ -33,6 +33,13 @@ pub struct ChannelRuntime {
     pub state_dir: PathBuf,
     pub service: Service,
     pub region: String,
+    /// The file `/config` edits (None: no file, nothing to edit).
+    pub config_path: Option<PathBuf>,
+    /// `commands.config`: `/config` from chat is allowed at all.
+    pub commands_config: bool,
+    pub config_writes: bool,
+    /// A config without an `accounts` map.
+    pub flat: bool,
 }
 
 /// What a row turned into.
@@ -106,6 +113,15 @@ impl Channel {
             }
             Decision::Pairing { sender_id, reply_to } => {
                 self.challenge(message, &sender_id, &reply_to, imsg).await;
+                Outcome::Done
+            }
+            Decision::Dispatch(dispatch)
+                if self.runtime.commands_config
+                    && dispatch.command_authorized
+                    && super::config_command::is_config_command(&text)
+                    && self.is_owner(message) =>
+            {
+                self.config_command(message, &text, imsg).await;
                 Outcome::Done
             }
             Decision::Dispatch(dispatch) => {
@@ -202,24 +218,99 @@ impl Channel {
             return;
         }
         let text = crate::pairing::reply_text(sender_id, &upsert.code);
-        let Ok(target) = outbound::parse(reply_to) else {
-            warn!(account = %account, reply_to, "cannot address the pairing reply");
-            return;
+        if self.reply(reply_to, &text, imsg).await {
+            info!(account = %account, sender = sender_id, "pairing request: sent the code to the sender");
+        }
+    }
+
+    /// The owner: a sender named in the config's `allowFrom` (not merely paired, not `*`).
+    fn is_owner(&self, message: &Message) -> bool {
+        let normalized = normalize_handle(&message.sender);
+        let list = &self.runtime.settings.allow_from;
+        !list.allows_everyone()
+            && list.matches(&crate::policy::Who {
+                sender_normalized: &normalized,
+                chat_id: None,
+                chat_guid: "",
+                chat_identifier: "",
+            })
+    }
+
+    /// Run `/config`, write the file when it changed, reload this account's rules, and reply.
+    async fn config_command(&mut self, message: &Message, text: &str, imsg: &ImsgClient) {
+        let account = self.runtime.settings.account.clone();
+        let reply = match self.runtime.config_path.clone() {
+            None => "⚠️ No config file to edit: imsg-bridge was started without one.".to_string(),
+            Some(path) => match std::fs::read_to_string(&path) {
+                Err(_) => "⚠️ Config file is invalid; fix it before using /config.".to_string(),
+                Ok(file_text) => {
+                    let scope = super::config_command::Scope {
+                        account: &account,
+                        flat: self.runtime.flat,
+                        config_writes: self.runtime.config_writes,
+                    };
+                    let outcome = super::config_command::run(&file_text, text, &scope);
+                    if let Some(new_text) = &outcome.new_text {
+                        match crate::util::atomic_write(&path, new_text.as_bytes()) {
+                            Ok(()) => {
+                                info!(account = %account, sender = %message.sender, "config changed from chat");
+                                self.reload(&path, new_text);
+                            }
+                            Err(err) => {
+                                warn!(account = %account, "cannot write {}: {err}", path.display());
+                            }
+                        }
+                    }
+                    outcome.reply
+                }
+            },
+        };
+        let to = if message.is_group && message.chat_id > 0 {
+            format!("chat_id:{}", message.chat_id)
+        } else {
+            format!("imessage:{}", message.sender.trim())
+        };
+        self.reply(&to, &reply, imsg).await;
+    }
+
+    /// Take the new rules of this account from the edited file at once.
+    fn reload(&mut self, path: &std::path::Path, text: &str) {
+        match crate::config::from_str(text, Some(path)) {
+            Ok(config) => {
+                if let Some(account) = config.account(&self.runtime.settings.account) {
+                    let settings = Settings::of(account, crate::policy::mention::for_config(&config));
+                    self.runtime.settings = settings.clone();
+                    self.runtime.config_writes = account.config_writes;
+                    self.policy.settings = settings;
+                }
+            }
+            Err(err) => warn!("the edited config does not load: {err}"),
+        }
+    }
+
+    /// Send a text from the bridge itself and remember it, so its echo is not taken as inbound.
+    async fn reply(&mut self, to: &str, text: &str, imsg: &ImsgClient) -> bool {
+        let Ok(target) = outbound::parse(to) else {
+            warn!(to, "cannot address the reply");
+            return false;
         };
         let params =
-            match outbound::send_params(&target, &text, &[], self.runtime.service, &self.runtime.region) {
+            match outbound::send_params(&target, text, &[], self.runtime.service, &self.runtime.region) {
                 Ok(mut requests) if !requests.is_empty() => requests.remove(0),
-                _ => return,
+                _ => return false,
             };
         match imsg.send(params, SEND_TIMEOUT).await {
             Ok(result) => {
                 let id = outbound::echo::sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
-                let scope = self.policy.echo_scope(reply_to);
+                let scope = self.policy.echo_scope(to);
                 let now = self.now_ms();
-                self.policy.echo.remember(&scope, Some(&text), Some(&id), now);
-                info!(account = %account, sender = sender_id, "pairing request: sent the code to the sender");
+                self.policy.echo.remember(&scope, Some(text), Some(&id), now);
+                true
             }
-            Err(err) => warn!(account = %account, sender = sender_id, "pairing reply failed: {err}"),
+            Err(err) => {
+                warn!(to, "reply failed: {err}");
+                false
+            }
         }
     }
 

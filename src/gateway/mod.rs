@@ -4,6 +4,7 @@
 
 mod backoff;
 pub mod channel;
+pub mod config_command;
 mod dedupe;
 mod replay;
 mod session;

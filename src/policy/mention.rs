@@ -55,6 +55,16 @@ pub fn compile(patterns: &[String]) -> Vec<Regex> {
         .collect()
 }
 
+/// The routed (default) agent's patterns for `config`, compiled.
+pub fn for_config(config: &crate::config::Config) -> Vec<Regex> {
+    let agent = config.default_agent();
+    compile(&resolve(
+        agent.and_then(|a| a.mention_patterns.as_ref()),
+        config.messages.mention_patterns.as_ref(),
+        agent.and_then(|a| a.identity_name.as_deref()),
+    ))
+}
+
 /// Zero-width and bidi marks a client may slip between letters.
 fn is_invisible(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}')

@@ -208,3 +208,38 @@ fn send_dry_run_chunks_a_long_text_without_reaching_imsg() {
     assert_eq!(status, Some(2));
     assert!(stderr.contains("chat_guid is required"), "{stderr}");
 }
+
+#[test]
+fn the_owner_edits_the_config_from_chat_and_it_applies_at_once() {
+    let mac = SimMac::new();
+    let config = channel_config(&mac);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("messages:", "commands: { config: true }, messages:", 1),
+    )
+    .unwrap();
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    let owner_chat = dm(&mac, OWNER, "/config set channels.imessage.dmPolicy allowlist");
+    bridge.wait_for_log("config changed from chat");
+    let on_disk = std::fs::read_to_string(&config).unwrap();
+    assert!(on_disk.contains("\"dmPolicy\": \"allowlist\""), "{on_disk}");
+    assert!(
+        on_disk.contains("\"groupAllowFrom\""),
+        "the rest of the file is kept: {on_disk}"
+    );
+    // The new rule holds in the running bridge: a stranger is now blocked, not offered a code.
+    dm(&mac, STRANGER, "hello?");
+    bridge.wait_for_log("dropped inbound message: dmPolicy blocked");
+    let replies = sent_rows(&mac.db, owner_chat);
+    assert_eq!(
+        replies,
+        vec!["⚙️ Config updated: channels.imessage.dmPolicy=allowlist"]
+    );
+    let (_, lines) = bridge.stop(SIGTERM);
+    assert!(
+        lines.is_empty(),
+        "a handled /config is not an envelope: {lines:?}"
+    );
+}
