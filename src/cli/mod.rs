@@ -169,6 +169,13 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
             main_key: config.session.main_key.clone(),
         },
         replay: config.bridge.replay,
+        debounce: Duration::from_millis(
+            config
+                .messages
+                .imessage_debounce_ms
+                .or(config.messages.inbound_debounce_ms)
+                .unwrap_or(0),
+        ),
         channel: ChannelRuntime {
             settings: Settings::of(account, crate::policy::mention::for_config(config)),
             dm_history_limit: account.dm_history_limit,

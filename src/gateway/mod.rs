@@ -5,6 +5,7 @@
 mod backoff;
 pub mod channel;
 pub mod config_command;
+mod debounce;
 mod dedupe;
 mod replay;
 mod session;
@@ -40,6 +41,8 @@ pub struct AccountRuntime {
     pub replay: ReplayConfig,
     pub media: MediaRuntime,
     pub channel: ChannelRuntime,
+    /// `messages.inbound` debounce window for iMessage (zero: off).
+    pub debounce: Duration,
 }
 
 /// Attachment settings of one account.

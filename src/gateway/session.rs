@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::channel::Outcome;
+use super::debounce::Debouncer;
 use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, Carry, GatewayError};
 use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
@@ -111,32 +112,48 @@ async fn watch(
     carry.watching_since = Some(Instant::now());
     info!(account = %account.id, subscription = subscription.id(), since_rowid = cursor, "watching for messages");
 
+    // Held rows are not handled yet: the persisted cursor stays below the lowest of them.
+    let mut debouncer = Debouncer::new(&account.id, account.debounce);
+    let mut seen = cursor;
     let ended = loop {
+        let deadline = debouncer.next_deadline();
         let event = tokio::select! {
             biased;
             _ = cancel.cancelled() => break None,
-            event = subscription.next() => event,
+            _ = sleep_until(deadline) => None,
+            event = subscription.next() => Some(event),
         };
-        let notification = match event {
-            SubscriptionEvent::Notification(notification) => notification,
-            SubscriptionEvent::Overflow => break Some("the bridge fell behind the watch".to_string()),
-            SubscriptionEvent::Closed(err) => return Err(err.into()),
+        let ready = match event {
+            None => debouncer.due(Instant::now()),
+            Some(SubscriptionEvent::Notification(notification)) => match parse(account, &notification) {
+                Parsed::Message(message) if message.id <= seen => {
+                    debug!(account = %account.id, rowid = message.id, seen, "skipping a row already seen");
+                    continue;
+                }
+                Parsed::Message(message) => {
+                    seen = message.id;
+                    debouncer.push(*message, Instant::now())
+                }
+                Parsed::Ignored => continue,
+                Parsed::Ended(reason) => break Some(reason),
+            },
+            Some(SubscriptionEvent::Overflow) => break Some("the bridge fell behind the watch".to_string()),
+            Some(SubscriptionEvent::Closed(err)) => return Err(err.into()),
         };
-        let message = match parse(account, &notification) {
-            Parsed::Message(message) => message,
-            Parsed::Ignored => continue,
-            Parsed::Ended(reason) => break Some(reason),
-        };
-        if message.id <= cursor {
-            debug!(account = %account.id, rowid = message.id, cursor, "skipping a row at or before the cursor");
-            continue;
+        for message in ready {
+            deliver(account, carry, &mut bound, &message, &imsg, stager, sink).await?;
+            if !summarized && bound.is_live(message.id) {
+                summarize(account, &bound);
+                summarized = true;
+            }
         }
-        deliver(account, carry, &mut bound, &message, &imsg, stager, sink).await?;
-        cursors.save(&account.id, message.id)?;
-        cursor = message.id;
-        if !summarized && bound.is_live(message.id) {
-            summarize(account, &bound);
-            summarized = true;
+        let handled = match debouncer.lowest_held() {
+            Some(held) => (held - 1).min(seen),
+            None => seen,
+        };
+        if handled > cursor {
+            cursors.save(&account.id, handled)?;
+            cursor = handled;
         }
     };
     if let Some(reason) = ended {
@@ -194,6 +211,14 @@ async fn deliver(
     }
     delivered?;
     Ok(())
+}
+
+/// Sleep until `deadline`, or forever without one (a `select!` branch that never fires).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Keep the media cache within its bounds; cheap enough to run after each message with media.

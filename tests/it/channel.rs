@@ -243,3 +243,31 @@ fn the_owner_edits_the_config_from_chat_and_it_applies_at_once() {
         "a handled /config is not an envelope: {lines:?}"
     );
 }
+
+#[test]
+fn joins_quick_successive_texts_when_debounce_is_on() {
+    let mac = SimMac::new();
+    let config = channel_config(&mac);
+    let text = std::fs::read_to_string(&config).unwrap();
+    // A generous window, so a slow machine cannot split the batch.
+    std::fs::write(
+        &config,
+        text.replacen("messages: {", "messages: { inbound: { debounceMs: 3000 },", 1),
+    )
+    .unwrap();
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    for part in ["so", "about tonight", "7 pm?"] {
+        dm(&mac, OWNER, part);
+    }
+    dm(&mac, OWNER, "/new");
+    bridge.wait_for_lines(2);
+    let (_, lines) = bridge.stop(SIGTERM);
+    let envelopes: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(envelopes[0]["text"], "so\nabout tonight\n7 pm?", "{lines:?}");
+    assert_eq!(
+        envelopes[1]["text"], "/new",
+        "a command flushes the batch and goes alone"
+    );
+    assert_eq!(envelopes.len(), 2);
+}
