@@ -187,6 +187,21 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
             commands_config: config.commands_config,
             config_writes: account.config_writes,
             flat: config.accounts.len() == 1 && account.id == crate::config::DEFAULT_ACCOUNT_ID,
+            shaping: crate::outbound::Shaping {
+                service: account.service,
+                region: account.region.clone(),
+                chunk_limit: account.text_chunk_limit,
+                chunk_mode: account.chunk_mode,
+            },
+            response_prefix: crate::outbound::prefix::resolve_prefix(
+                account.response_prefix.as_deref(),
+                &crate::outbound::prefix::PrefixContext {
+                    identity_name: config.default_agent().and_then(|a| a.identity_name.clone()),
+                    ..Default::default()
+                },
+            ),
+            outbound_grace: Duration::from_millis(config.bridge.media.outbound_grace_ms),
+            media_max_bytes: account.media_max_mb.saturating_mul(1024 * 1024),
         },
         media: MediaRuntime {
             inbound: config.bridge.state_dir.join("media").join("inbound"),

@@ -10,7 +10,12 @@ use super::CliError;
 use crate::config::Config;
 use crate::gateway::{AccountRuntime, run_account};
 use crate::sink::Sink;
+use crate::sink::reply::Outboxes;
 use crate::state::CursorStore;
+use std::sync::Arc;
+
+/// How long in-flight work may take to finish after SIGINT/SIGTERM.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub async fn run(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
     let accounts: Vec<AccountRuntime> = match only {
@@ -35,15 +40,19 @@ pub async fn run(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode
         )
     })?;
     let cursors = CursorStore::new(&config.bridge.state_dir);
-    let sink = Sink::stdout();
     let cancel = CancellationToken::new();
+    let outboxes = Arc::new(Outboxes::default());
+    outboxes.set_default_account(&config.default_account);
+    let mut receivers: Vec<_> = accounts.iter().map(|a| outboxes.open(&a.id)).collect();
+    let sink = Sink::from_config(&config.bridge.agent, outboxes.clone(), cancel.clone());
     tokio::spawn(stop_on_signal(cancel.clone()));
 
     let mut tasks = tokio::task::JoinSet::new();
     for account in accounts {
         let (cursors, sink, cancel) = (cursors.clone(), sink.clone(), cancel.clone());
+        let outbox = receivers.remove(0);
         tasks.spawn(async move {
-            let result = run_account(&account, &cursors, &sink, &cancel).await;
+            let result = run_account(&account, &cursors, &sink, outbox, &cancel).await;
             if let Err(err) = &result {
                 error!(account = %account.id, "account stopped: {err}");
             }
@@ -74,4 +83,12 @@ async fn stop_on_signal(cancel: CancellationToken) {
         _ = int.recv() => info!("SIGINT: finishing the current message, then stopping"),
     }
     cancel.cancel();
+    // A second signal, or work that does not drain in time, ends the process at once; cursors are
+    // only ever written after delivery, so nothing accepted is lost.
+    tokio::select! {
+        _ = term.recv() => error!("second signal: exiting now"),
+        _ = int.recv() => error!("second signal: exiting now"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => error!("still busy {} s after the signal: exiting now", DRAIN_TIMEOUT.as_secs()),
+    }
+    std::process::exit(1);
 }

@@ -14,10 +14,11 @@ use crate::envelope::{
     Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix,
 };
 use crate::imsg::{ImsgClient, Message};
-use crate::media::{Stager, policy::placeholder};
+use crate::media::{Files, Stager, policy::placeholder, upload};
 use crate::outbound;
 use crate::pairing::PairingStore;
 use crate::policy::{Decision, DropReason, Inbound, Policy, Settings};
+use crate::sink::reply::Outgoing;
 
 /// How long the same drop reason stays quiet for one conversation after it was logged.
 const DROP_LOG_QUIET: Duration = Duration::from_secs(60);
@@ -40,6 +41,13 @@ pub struct ChannelRuntime {
     pub config_writes: bool,
     /// A config without an `accounts` map.
     pub flat: bool,
+    /// Chunking and addressing of outgoing text.
+    pub shaping: outbound::Shaping,
+    /// `responsePrefix`, resolved (templates filled), for agent replies.
+    pub response_prefix: Option<String>,
+    /// How long uploaded files stay on the Mac after their send.
+    pub outbound_grace: Duration,
+    pub media_max_bytes: u64,
 }
 
 /// What a row turned into.
@@ -223,6 +231,100 @@ impl Channel {
         }
     }
 
+    /// Send a reply or an API request: upload its files (over the connection, or in place for a
+    /// local imsg), build the requests (agent text cleaned, prefixed and chunked), send them in
+    /// order, remember each for echo protection, and report the message ids.
+    pub async fn send_outgoing(&mut self, outgoing: Outgoing, imsg: &ImsgClient, files: &Files) {
+        let result = self.send_inner(&outgoing, imsg, files).await;
+        match &result {
+            Ok(ids) => info!(to = %outgoing.to, sends = ids.len(), "delivered reply"),
+            Err(err) => warn!(to = %outgoing.to, "reply failed: {err}"),
+        }
+        if let Some(done) = outgoing.done {
+            let _ = done.send(result);
+        }
+    }
+
+    async fn send_inner(
+        &mut self,
+        outgoing: &Outgoing,
+        imsg: &ImsgClient,
+        files: &Files,
+    ) -> Result<Vec<String>, String> {
+        let target = outbound::parse(&outgoing.to).map_err(|e| e.0)?;
+        let mut paths = Vec::new();
+        let mut uploads = Vec::new();
+        for file in &outgoing.media {
+            match files {
+                Files::Local => paths.push(file.display().to_string()),
+                Files::Remote(remote) => {
+                    let uploaded = upload::upload(remote, file, self.runtime.media_max_bytes)
+                        .await
+                        .map_err(|e| format!("cannot upload {}: {e}", file.display()))?;
+                    paths.push(uploaded.remote_path.clone());
+                    uploads.push(uploaded);
+                }
+            }
+        }
+        let requests = if outgoing.from_agent {
+            outbound::reply_params(
+                &target,
+                &outgoing.text,
+                &paths,
+                &self.runtime.shaping,
+                self.runtime.response_prefix.as_deref(),
+            )
+        } else {
+            outbound::chunked_params(&target, &outgoing.text, &paths, &self.runtime.shaping)
+        }
+        .map_err(|e| e.0)?;
+        let scope = self.policy.echo_scope(&outgoing.to);
+        let mut ids = Vec::new();
+        let mut failure = None;
+        for mut params in requests {
+            if let Some(reply_to) = outgoing
+                .reply_to
+                .as_deref()
+                .map(sanitize_reply_to)
+                .filter(|r| !r.is_empty())
+            {
+                params["reply_to"] = json!(reply_to);
+            }
+            let sent_text = params["text"].as_str().unwrap_or_default().to_string();
+            match imsg.send(params, SEND_TIMEOUT).await {
+                Ok(result) => {
+                    let id =
+                        outbound::echo::sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
+                    let now = self.now_ms();
+                    self.policy
+                        .echo
+                        .remember(&scope, Some(&sent_text), Some(&id), now);
+                    ids.push(id);
+                }
+                // Never retried: the message may have gone out (imsg -32603 / -32001).
+                Err(err) => {
+                    failure = Some(err.to_string());
+                    break;
+                }
+            }
+        }
+        if let Files::Remote(remote) = files
+            && !uploads.is_empty()
+        {
+            let (remote, grace) = (remote.clone(), self.runtime.outbound_grace);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                for uploaded in &uploads {
+                    upload::remove(&remote, uploaded).await;
+                }
+            });
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(ids),
+        }
+    }
+
     /// The owner: a sender named in the config's `allowFrom` (not merely paired, not `*`).
     fn is_owner(&self, message: &Message) -> bool {
         let normalized = normalize_handle(&message.sender);
@@ -343,6 +445,16 @@ impl Channel {
             reason.as_str()
         );
     }
+}
+
+/// `replyToId` as upstream sanitises it: control characters and brackets removed, at most 256 chars.
+fn sanitize_reply_to(raw: &str) -> String {
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control() && *c != '[' && *c != ']')
+        .collect();
+    cleaned.trim().chars().take(256).collect()
 }
 
 /// The `<media:…>` placeholder from the first attachment imsg did not mark missing (reference

@@ -110,6 +110,8 @@ struct Carry {
     watching_since: Option<Instant>,
     /// Media folders named by an envelope not yet accepted by the sink: the cache sweep skips them.
     in_flight: std::collections::HashSet<PathBuf>,
+    /// Replies and API sends for this account; they wait here while the connection is down.
+    outbox: tokio::sync::mpsc::Receiver<crate::sink::reply::Outgoing>,
 }
 
 /// Run one account until `cancel` fires (Ok). Connection trouble never ends it; only a consumer
@@ -118,6 +120,7 @@ pub async fn run_account(
     account: &AccountRuntime,
     cursors: &CursorStore,
     sink: &Sink,
+    outbox: tokio::sync::mpsc::Receiver<crate::sink::reply::Outgoing>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
     let mut backoff = Backoff::default();
@@ -127,6 +130,7 @@ pub async fn run_account(
         remote_cli: None,
         watching_since: None,
         in_flight: Default::default(),
+        outbox,
     };
     loop {
         carry.watching_since = None;

@@ -11,9 +11,11 @@ use super::debounce::Debouncer;
 use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, Carry, GatewayError};
 use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
-use crate::media::Stager;
+use crate::media::{Files, Stager};
 use crate::rpc::{ClientOptions, Notification, RpcClient, SubscriptionEvent, truncate_chars};
+use crate::sink::Delivery;
 use crate::sink::Sink;
+use crate::sink::reply::Outgoing;
 use crate::state::CursorStore;
 use crate::transport::{self, resolve::Plan};
 
@@ -37,22 +39,17 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return Ok(()),
         opened = opening => opened?,
     };
-    let stager = account.include_attachments.then(|| {
-        account
-            .media
-            .stager(&account.id, peer.files(account.media.sftp_timeout))
-    });
-    let result = match watch(
-        account,
-        carry,
-        rpc.clone(),
-        stager.as_ref(),
+    let files = peer.files(account.media.sftp_timeout);
+    let stager = account
+        .include_attachments
+        .then(|| account.media.stager(&account.id, files.clone()));
+    let io = Io {
+        files: &files,
+        stager: stager.as_ref(),
         cursors,
         sink,
-        cancel,
-    )
-    .await
-    {
+    };
+    let result = match watch(account, carry, rpc.clone(), &io, cancel).await {
         Err(err) if !matches!(err, GatewayError::Sink(_)) => Err(match peer.end_reason().await {
             Some(reason) => GatewayError::ConnectionLost {
                 reason,
@@ -67,15 +64,22 @@ pub(super) async fn run(
     result
 }
 
+/// What a session reads and writes besides the account's own state.
+struct Io<'a> {
+    files: &'a Files,
+    stager: Option<&'a Stager>,
+    cursors: &'a CursorStore,
+    sink: &'a Sink,
+}
+
 async fn watch(
     account: &AccountRuntime,
     carry: &mut Carry,
     rpc: RpcClient,
-    stager: Option<&Stager>,
-    cursors: &CursorStore,
-    sink: &Sink,
+    io: &Io<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
+    let (files, cursors) = (io.files, io.cursors);
     let imsg = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
         imsg = ImsgClient::initialize(rpc, account.probe_timeout) => imsg?,
@@ -122,6 +126,10 @@ async fn watch(
             _ = cancel.cancelled() => break None,
             _ = sleep_until(deadline) => None,
             event = subscription.next() => Some(event),
+            Some(outgoing) = carry.outbox.recv() => {
+                carry.channel.send_outgoing(outgoing, &imsg, files).await;
+                continue;
+            }
         };
         let ready = match event {
             None => debouncer.due(Instant::now()),
@@ -141,7 +149,7 @@ async fn watch(
             Some(SubscriptionEvent::Closed(err)) => return Err(err.into()),
         };
         for message in ready {
-            deliver(account, carry, &mut bound, &message, &imsg, stager, sink).await?;
+            deliver(account, carry, &mut bound, &message, &imsg, io).await?;
             if !summarized && bound.is_live(message.id) {
                 summarize(account, &bound);
                 summarized = true;
@@ -174,9 +182,9 @@ async fn deliver(
     bound: &mut ReplayBound,
     message: &Message,
     imsg: &ImsgClient,
-    stager: Option<&Stager>,
-    sink: &Sink,
+    io: &Io<'_>,
 ) -> Result<(), GatewayError> {
+    let (files, stager, sink) = (io.files, io.stager, io.sink);
     match bound.judge(message.id, &message.created_at) {
         Verdict::Dispatch => {}
         verdict => {
@@ -201,7 +209,28 @@ async fn deliver(
     let delivered = match outcome {
         Outcome::Deliver(envelope) => {
             trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
-            sink.deliver(&envelope).await
+            match sink.deliver(&envelope).await {
+                Ok(Delivery::Accepted { replies }) => {
+                    // A webhook answered with replies: they go back to the envelope's conversation.
+                    for reply in replies {
+                        let outgoing = Outgoing {
+                            to: reply.to.unwrap_or_else(|| envelope.to.clone()),
+                            text: reply.text.unwrap_or_default(),
+                            media: reply.media.into_iter().map(std::path::PathBuf::from).collect(),
+                            from_agent: true,
+                            reply_to: None,
+                            done: None,
+                        };
+                        carry.channel.send_outgoing(outgoing, imsg, files).await;
+                    }
+                    Ok(())
+                }
+                Ok(Delivery::Rejected(reason)) => {
+                    warn!(account = %account.id, rowid = message.id, id = %envelope.id, "the agent rejected the envelope for good: {reason}");
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            }
         }
         Outcome::Done => Ok(()),
     };

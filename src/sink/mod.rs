@@ -1,7 +1,14 @@
 //! Agent hand-off: where accepted envelopes go. Delivery is at-least-once: the caller advances the
 //! cursor only after `deliver` returned Ok.
 
+pub mod exec;
+pub mod reply;
+pub mod webhook;
+
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -15,6 +22,18 @@ pub enum SinkError {
     Stdout(#[source] std::io::Error),
     #[error("cannot serialise the envelope: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// Shutting down while the envelope waited for the agent: it was not delivered.
+    #[error("stopped before the agent took the envelope")]
+    Cancelled,
+}
+
+/// What the agent side did with an envelope.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Taken; a webhook may answer with replies right away.
+    Accepted { replies: Vec<reply::AgentReply> },
+    /// Refused for good (a webhook's 4xx): logged and counted, not retried.
+    Rejected(String),
 }
 
 /// The configured sink.
@@ -22,6 +41,8 @@ pub enum SinkError {
 pub enum Sink {
     /// One envelope per line; shared by every account so lines never interleave.
     Stdout(LineSink),
+    Exec(Arc<exec::ExecSink>),
+    Webhook(Arc<webhook::WebhookSink>),
 }
 
 impl Sink {
@@ -30,10 +51,43 @@ impl Sink {
         Sink::Stdout(LineSink::new(Box::new(tokio::io::stdout())))
     }
 
-    /// Hand one envelope over; Ok means the agent side has it (stdout: written and flushed).
-    pub async fn deliver(&self, envelope: &Envelope) -> Result<(), SinkError> {
+    /// The sink `bridge.agent` names. Exec replies are routed through `outboxes`.
+    pub fn from_config(
+        agent: &crate::config::AgentSink,
+        outboxes: Arc<reply::Outboxes>,
+        cancel: CancellationToken,
+    ) -> Self {
+        match agent {
+            crate::config::AgentSink::Stdout => Self::stdout(),
+            crate::config::AgentSink::Exec { command } => {
+                Sink::Exec(exec::ExecSink::start(command.clone(), outboxes, cancel))
+            }
+            crate::config::AgentSink::Webhook {
+                url,
+                headers,
+                timeout_ms,
+            } => Sink::Webhook(Arc::new(webhook::WebhookSink::new(
+                url,
+                headers.clone(),
+                Duration::from_millis(*timeout_ms),
+                cancel,
+            ))),
+        }
+    }
+
+    /// Hand one envelope over. Ok(Accepted) means the agent side has it (stdout and exec: written
+    /// and flushed; webhook: 2xx); the exec and webhook sinks wait while the agent is unreachable.
+    pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, SinkError> {
         match self {
-            Sink::Stdout(lines) => lines.write(envelope).await,
+            Sink::Stdout(lines) => {
+                lines.write(envelope).await?;
+                Ok(Delivery::Accepted { replies: Vec::new() })
+            }
+            Sink::Exec(exec) => {
+                exec.deliver(envelope).await?;
+                Ok(Delivery::Accepted { replies: Vec::new() })
+            }
+            Sink::Webhook(webhook) => webhook.deliver(envelope).await,
         }
     }
 }

@@ -6,6 +6,7 @@
 // helpers are not `#[test]` functions, so clippy's test exemption does not reach them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agents;
 mod channel;
 mod client;
 mod config;
