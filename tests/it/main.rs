@@ -14,6 +14,7 @@ mod media;
 mod native;
 mod proxy;
 mod run;
+mod schema;
 mod sim;
 mod ssh;
 mod sshd;
