@@ -9,6 +9,7 @@ mod debounce;
 mod dedupe;
 mod replay;
 mod session;
+pub mod status;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -112,6 +113,7 @@ struct Carry {
     in_flight: std::collections::HashSet<PathBuf>,
     /// Replies and API sends for this account; they wait here while the connection is down.
     outbox: tokio::sync::mpsc::Receiver<crate::sink::reply::Outgoing>,
+    status: std::sync::Arc<status::StatusBoard>,
 }
 
 /// Run one account until `cancel` fires (Ok). Connection trouble never ends it; only a consumer
@@ -121,6 +123,7 @@ pub async fn run_account(
     cursors: &CursorStore,
     sink: &Sink,
     outbox: tokio::sync::mpsc::Receiver<crate::sink::reply::Outgoing>,
+    status: std::sync::Arc<status::StatusBoard>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
     let mut backoff = Backoff::default();
@@ -131,12 +134,20 @@ pub async fn run_account(
         watching_since: None,
         in_flight: Default::default(),
         outbox,
+        status,
     };
     loop {
         carry.watching_since = None;
+        carry.status.update(&account.id, |s| {
+            s.state = "connecting";
+            s.retry_in_secs = None;
+        });
         let result = session::run(account, &mut carry, cursors, sink, cancel).await;
         let err = match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                carry.status.update(&account.id, |s| s.state = "stopped");
+                return Ok(());
+            }
             Err(GatewayError::Sink(err)) => return Err(GatewayError::Sink(err)),
             Err(_) if cancel.is_cancelled() => return Ok(()),
             Err(err) => err,
@@ -146,6 +157,12 @@ pub async fn run_account(
         }
         let delay = backoff.next_delay();
         let secs = format!("{:.1}", delay.as_secs_f64());
+        carry.status.update(&account.id, |s| {
+            s.state = "backing_off";
+            s.last_error = Some(err.to_string());
+            s.retry_in_secs = Some(delay.as_secs_f64());
+            s.reconnects += 1;
+        });
         if carry.watching_since.is_some() {
             warn!(account = %account.id, "connection lost: {err}; backing off {secs} s");
         } else {

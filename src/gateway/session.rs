@@ -40,6 +40,17 @@ pub(super) async fn run(
         opened = opening => opened?,
     };
     let files = peer.files(account.media.sftp_timeout);
+    let (transport, host_key) = match peer.connection() {
+        Some(connection) => (
+            connection.target().display(),
+            Some(connection.info.fingerprint.clone()),
+        ),
+        None => ("process".to_string(), None),
+    };
+    carry.status.update(&account.id, |s| {
+        s.transport = Some(transport);
+        s.host_key = host_key;
+    });
     let stager = account
         .include_attachments
         .then(|| account.media.stager(&account.id, files.clone()));
@@ -114,6 +125,11 @@ async fn watch(
     };
     let mut subscription = imsg.watch(&params).await?;
     carry.watching_since = Some(Instant::now());
+    carry.status.update(&account.id, |s| {
+        s.state = "connected";
+        s.cursor = Some(cursor);
+        s.retry_in_secs = None;
+    });
     info!(account = %account.id, subscription = subscription.id(), since_rowid = cursor, "watching for messages");
 
     // Held rows are not handled yet: the persisted cursor stays below the lowest of them.
@@ -162,6 +178,7 @@ async fn watch(
         if handled > cursor {
             cursors.save(&account.id, handled)?;
             cursor = handled;
+            carry.status.update(&account.id, |s| s.cursor = Some(handled));
         }
     };
     if let Some(reason) = ended {
