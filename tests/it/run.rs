@@ -145,3 +145,76 @@ fn a_missing_imsg_fails_run_with_a_remedy() {
     assert!(stderr.contains("cannot start /nonexistent/imsg"), "{stderr}");
     assert!(stderr.contains("check channels.imessage.cliPath"), "{stderr}");
 }
+
+#[test]
+fn sighup_starts_a_new_account_and_leaves_the_others_running() {
+    let first = SimMac::new();
+    let second = SimMac::new();
+    let path = first.dir.path().join("fleet.json5");
+    let account = |mac: &SimMac| {
+        format!(
+            "{{ cliPath: {:?}, dbPath: {:?} }}",
+            crate::support::imsg_sim_bin().display().to_string(),
+            mac.db.display().to_string()
+        )
+    };
+    let write = |accounts: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "{{ channels: {{ imessage: {{ {} accounts: {{ {accounts} }} }} }}, bridge: {{ stateDir: {:?} }} }}",
+                crate::support::OPEN_ACCESS,
+                first.state_dir().display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write(&format!("one: {}", account(&first)));
+    let bridge = Bridge::start(&path, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    write(&format!("one: {}, two: {}", account(&first), account(&second)));
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(bridge.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    bridge.wait_for_log("SIGHUP: new account; starting it");
+    bridge.wait_for_log("account=two");
+    // Give the new account a moment to subscribe, then talk to both.
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    while !bridge
+        .stderr()
+        .iter()
+        .any(|l| l.contains("watching for messages") && l.contains("two"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            bridge.stderr().join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    second.inject("+14155551212", "to the new account");
+    first.inject("+14155551212", "to the old one");
+    bridge.wait_for_lines(2);
+    let log = bridge.stderr().join("\n");
+    assert!(
+        !log.contains("account changed; restarting"),
+        "one was left alone: {log}"
+    );
+    let (_, lines) = bridge.stop(SIGTERM);
+    let accounts: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["account"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        ["one".to_string(), "two".to_string()].into_iter().collect()
+    );
+}
