@@ -14,6 +14,8 @@
 mod auth;
 pub mod metrics;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
