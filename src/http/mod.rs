@@ -147,7 +147,7 @@ pub async fn serve(
 }
 
 /// Serve on an already bound listener (tests bind port 0 and read the port back) until `shutdown`
-/// is cancelled; requests in flight then get [`SHUTDOWN_GRACE`] to finish.
+/// is cancelled; requests in flight then get 5 s (`SHUTDOWN_GRACE`) to finish.
 pub async fn serve_on(
     listener: TcpListener,
     token: String,
