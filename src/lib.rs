@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod envelope;
 pub mod gateway;
+pub mod http;
 pub mod imsg;
 pub mod media;
 pub mod outbound;
