@@ -3,6 +3,8 @@
 //! native SSH path is exercised end to end with nothing installed.
 //!
 //! # Layout
+//! - [`sftp`]: the SFTP v3 handler over the real file system.
 //! - [`words`]: shell-word splitting of the exec command line.
 
+pub mod sftp;
 pub mod words;
