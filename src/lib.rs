@@ -6,10 +6,12 @@
 //! imsg message into what the agent receives, `gateway` supervises an account end to end, `state`
 //! keeps the cursors that make restarts lossless and `pairing` the pending requests and approvals of
 //! unknown senders. `config` loads and validates the json5 file. `sim` is the `imsg`-compatible
-//! simulator behind `imsg-sim`. `cli` holds the subcommands; `anyhow` lives there and in `main` only.
+//! simulator behind `imsg-sim`; `demo` serves it from an embedded SSH server as a stand-in Mac. `cli`
+//! holds the subcommands; `anyhow` lives there and in `main` only.
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod envelope;
 pub mod gateway;
 pub mod http;

@@ -1,0 +1,455 @@
+//! The embedded SSH server that plays the Mac in `imsg-bridge demo` (DESIGN §10): russh on
+//! 127.0.0.1 with a fresh host key, public-key auth for one generated client key, `imsg rpc` served in
+//! process on exec channels, and the `sftp` subsystem over the demo folder. Nothing needs installing:
+//! no sshd, no imsg, no shell.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet, SshId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::sftp::SftpFs;
+use super::words::{self, Command};
+use crate::sim::Dialect;
+use crate::sim::faults::Faults;
+use crate::sim::rpc::ServeOptions;
+
+/// The user name the demo config names; any name is accepted.
+pub const DEMO_USER: &str = "demo";
+/// The client's private key, in the demo folder so the bridge's own key loading reads it.
+pub const CLIENT_KEY_FILE: &str = "client_ed25519";
+/// What a shell says for a command it cannot find; the bridge reads it as "imsg is not there".
+const NOT_FOUND_STATUS: u32 = 127;
+
+/// Why the demo server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot generate the demo's SSH keys: {0}")]
+    Key(String),
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+/// A client that authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedSession {
+    pub user: String,
+    pub peer: Option<SocketAddr>,
+}
+
+/// What clients did, for the demo's timeline and for tests.
+#[derive(Debug, Default)]
+struct Record {
+    sessions: Vec<AcceptedSession>,
+    requests: Vec<String>,
+}
+
+/// State every connection of one server reads.
+#[derive(Debug)]
+struct Shared {
+    home: PathBuf,
+    db_path: PathBuf,
+    client_key: PublicKey,
+    record: Mutex<Record>,
+}
+
+impl Shared {
+    /// A panicked connection task must not take the record down with it.
+    fn record(&self) -> MutexGuard<'_, Record> {
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running demo "Mac". Dropping it stops listening and disconnects every client.
+#[derive(Debug)]
+pub struct DemoServer {
+    pub port: u16,
+    /// `ssh-ed25519 AAAA…`: the host key to pin in known_hosts.
+    pub host_key_line: String,
+    /// An unencrypted Ed25519 private key in OpenSSH format, mode 0600, that the server accepts.
+    pub client_key_path: PathBuf,
+    pub user: String,
+    /// The canonical demo folder: the "Mac"'s home, where SFTP's `.` and the exec's `~` point.
+    pub home: PathBuf,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+impl DemoServer {
+    /// Listen on a free port of 127.0.0.1, serving `dir` as the home and `db_path` as the chat.db of an
+    /// `imsg rpc` that names no `--db`. Writes the client key to `dir/client_ed25519` (and `.pub`).
+    pub async fn start(dir: &Path, db_path: &Path) -> Result<DemoServer, DemoError> {
+        let home = tokio::fs::canonicalize(dir)
+            .await
+            .map_err(|source| DemoError::Io {
+                what: "open the demo folder",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let host_key = generate_key("")?;
+        let client_key = generate_key("imsg-bridge-demo")?;
+        let host_key_line = host_key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| DemoError::Key(e.to_string()))?
+            .trim()
+            .to_string();
+        let client_key_path = home.join(CLIENT_KEY_FILE);
+        write_client_key(&client_key_path, &client_key)?;
+
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(DemoError::Listen)?;
+        let port = listener.local_addr().map_err(DemoError::Listen)?.port();
+        let shared = Arc::new(Shared {
+            home: home.clone(),
+            db_path: db_path.to_path_buf(),
+            client_key: client_key.public_key().clone(),
+            record: Mutex::new(Record::default()),
+        });
+        let cancel = CancellationToken::new();
+        tokio::spawn(accept_loop(
+            listener,
+            Arc::new(config(host_key)),
+            shared.clone(),
+            cancel.clone(),
+        ));
+        debug!(port, home = %home.display(), "demo ssh server listening");
+        Ok(DemoServer {
+            port,
+            host_key_line,
+            client_key_path,
+            user: DEMO_USER.to_string(),
+            home,
+            shared,
+            cancel,
+        })
+    }
+
+    /// The known_hosts line that pins this server: `[127.0.0.1]:<port> ssh-ed25519 AAAA…`.
+    pub fn known_hosts_line(&self) -> String {
+        format!("[127.0.0.1]:{} {}", self.port, self.host_key_line)
+    }
+
+    /// Every client that authenticated, in order.
+    pub fn sessions(&self) -> Vec<AcceptedSession> {
+        self.shared.record().sessions.clone()
+    }
+
+    /// Every exec and subsystem request, in order (`exec <command line>`, `subsystem sftp`).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.record().requests.clone()
+    }
+
+    /// Stop listening and disconnect every client (also done on drop).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn config(host_key: PrivateKey) -> russh::server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    russh::server::Config {
+        server_id: SshId::Standard(format!("SSH-2.0-imsg-bridge-demo_{}", env!("CARGO_PKG_VERSION")).into()),
+        methods,
+        // Loopback only, one known client: slowing down rejections would only slow the demo down.
+        auth_rejection_time: Duration::from_millis(50),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        // A quiet `imsg rpc` is healthy; the client's keepalives find dead peers.
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// A fresh Ed25519 key from the OS's random source (getrandom is already a dependency; russh's own
+/// `PrivateKey::random` would need an RNG crate matching its rand_core version).
+fn generate_key(comment: &str) -> Result<PrivateKey, DemoError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| DemoError::Key(e.to_string()))?;
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    Ok(key)
+}
+
+/// Write the private key (0600, as ssh refuses more open keys) and its `.pub` beside it.
+fn write_client_key(path: &Path, key: &PrivateKey) -> Result<(), DemoError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DemoError::Io { what, path, source }
+    };
+    let text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| DemoError::Key(e.to_string()))?;
+    // The mode applies only when a file is created, so a key left by an earlier run is replaced.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("replace", path)(e)),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(io("write", path))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| DemoError::Key(e.to_string()))?;
+    let public_path = path.with_extension("pub");
+    std::fs::write(&public_path, format!("{public}\n")).map_err(io("write", &public_path))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                debug!(%peer, "demo ssh connection");
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    config.clone(),
+                    shared.clone(),
+                    cancel.clone(),
+                ));
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: pause instead of spinning on the error.
+                debug!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    debug!("demo ssh server stopped listening");
+}
+
+/// One connection, until the client leaves or the server stops.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let handler = Connection {
+        shared,
+        peer,
+        channels: HashMap::new(),
+    };
+    // The version exchange waits for the client; a silent client must not outlive the server.
+    let running = tokio::select! {
+        () = cancel.cancelled() => return,
+        running = russh::server::run_stream(config, stream, handler) => running,
+    };
+    let running = match running {
+        Ok(running) => running,
+        Err(err) => {
+            debug!(%peer, "ssh handshake failed: {err}");
+            return;
+        }
+    };
+    let handle = running.handle();
+    tokio::select! {
+        () = cancel.cancelled() => {
+            let _ = handle
+                .disconnect(Disconnect::ByApplication, "demo server stopping".into(), "en".into())
+                .await;
+        }
+        result = running => debug!(%peer, "ssh session ended: {result:?}"),
+    }
+}
+
+/// The russh handler of one connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// Session channels opened and not yet given to an exec or subsystem.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Connection {
+    fn judge(&self, key: &PublicKey) -> Auth {
+        if key.key_data() == self.shared.client_key.key_data() {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        }
+    }
+
+    fn note(&self, request: String) {
+        debug!(peer = %self.peer, "{request}");
+        self.shared.record().requests.push(request);
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    /// Refuse foreign keys before the client bothers to sign.
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.judge(offer.public_key))
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        let auth = self.judge(key.public_key);
+        if auth == Auth::Accept {
+            debug!(peer = %self.peer, user, "demo ssh client authenticated");
+            self.shared.record().sessions.push(AcceptedSession {
+                user: user.to_string(),
+                peer: Some(self.peer),
+            });
+        } else {
+            debug!(peer = %self.peer, user, "refused a key that is not the demo client's");
+        }
+        Ok(auth)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let line = String::from_utf8_lossy(data).into_owned();
+        self.note(format!("exec {line}"));
+        let Some(channel) = self.channels.remove(&id) else {
+            // A second request on a channel that already runs something: sshd refuses it too.
+            session.channel_failure(id)?;
+            return Ok(());
+        };
+        session.channel_success(id)?;
+        match words::parse(&line, &self.shared.home) {
+            Ok(Command::Rpc { db }) => {
+                let db_path = db.unwrap_or_else(|| self.shared.db_path.clone());
+                debug!(db = %db_path.display(), "serving imsg rpc in process");
+                tokio::spawn(run_rpc(channel, db_path));
+            }
+            parsed => {
+                let why = match parsed {
+                    Err(err) => format!(" ({err})"),
+                    Ok(_) => String::new(),
+                };
+                // Nothing runs on this channel, so the session answers at once, in sshd's order.
+                session.extended_data(
+                    id,
+                    1,
+                    format!("demo server: unsupported command{why}: {line}\n").into_bytes(),
+                )?;
+                session.eof(id)?;
+                session.exit_status_request(id, NOT_FOUND_STATUS)?;
+                session.close(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.note(format!("subsystem {name}"));
+        match self.channels.remove(&id) {
+            Some(channel) if name == "sftp" => {
+                session.channel_success(id)?;
+                // `run` spawns its own task, so the session loop goes on handling other channels.
+                russh_sftp::server::run(channel.into_stream(), SftpFs::new(self.shared.home.clone())).await;
+            }
+            channel => {
+                if let Some(channel) = channel {
+                    // The client may still run something else on it.
+                    self.channels.insert(id, channel);
+                }
+                session.channel_failure(id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `imsg rpc` on an exec channel: the simulator's server over the channel's data, then the exit
+/// status the way sshd reports a finished command (EOF, exit-status, close).
+async fn run_rpc(channel: Channel<Msg>, db_path: PathBuf) {
+    let (mut read_half, write_half) = channel.split();
+    let options = ServeOptions {
+        db_path,
+        dialect: Dialect::Strict,
+        faults: Faults::default(),
+        request_log: None,
+    };
+    let result = crate::sim::rpc::serve(read_half.make_reader(), write_half.make_writer(), options).await;
+    let status = match result {
+        Ok(()) => 0,
+        Err(err) => {
+            debug!("imsg rpc ended with an error: {err}");
+            let _ = write_half
+                .extended_data_bytes(1, format!("imsg rpc: {err}\n").into_bytes())
+                .await;
+            1
+        }
+    };
+    // Errors here mean the client is gone; there is nobody left to tell.
+    let _ = write_half.eof().await;
+    let _ = write_half.exit_status(status).await;
+    let _ = write_half.close().await;
+}
