@@ -286,14 +286,7 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
 }
 
 pub fn status_name(status: MediaStatus) -> &'static str {
-    match status {
-        MediaStatus::Ok => "ok",
-        MediaStatus::Missing => "missing",
-        MediaStatus::TooLarge => "too_large",
-        MediaStatus::OutsideRoots => "outside_roots",
-        MediaStatus::Denied => "denied",
-        MediaStatus::Failed => "failed",
-    }
+    status.as_str()
 }
 
 /// What to do about a failure kind.

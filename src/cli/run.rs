@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 
 use super::CliError;
 use crate::config::Config;
+use crate::gateway::control::BridgeControl;
 use crate::gateway::status::StatusBoard;
 use crate::gateway::{AccountRuntime, run_account};
 use crate::sink::Sink;
@@ -41,6 +42,20 @@ pub async fn run(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode
         outboxes,
         status: Arc::new(StatusBoard::default()),
     };
+    if let Some(http) = &config.bridge.http {
+        // Refuse to start without a usable token rather than serve an open control API.
+        let token = crate::http::token_from_env(http).map_err(|e| CliError::Usage(e.to_string()))?;
+        let control = Arc::new(BridgeControl {
+            outboxes: shared.outboxes.clone(),
+            status: shared.status.clone(),
+        });
+        let (http, metrics, stop) = (http.clone(), shared.status.metrics.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(err) = crate::http::serve(&http, token, control, metrics, stop).await {
+                error!("control API stopped: {err}");
+            }
+        });
+    }
     tokio::spawn(stop_on_signal(cancel.clone()));
 
     let mut fleet: BTreeMap<String, Running> = BTreeMap::new();

@@ -106,6 +106,20 @@ pub enum MediaStatus {
     Failed,
 }
 
+impl MediaStatus {
+    /// The status as the envelope spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaStatus::Ok => "ok",
+            MediaStatus::Missing => "missing",
+            MediaStatus::TooLarge => "too_large",
+            MediaStatus::OutsideRoots => "outside_roots",
+            MediaStatus::Denied => "denied",
+            MediaStatus::Failed => "failed",
+        }
+    }
+}
+
 /// What normalisation needs to know about the account and the agent.
 #[derive(Debug, Clone)]
 pub struct EnvelopeContext {

@@ -65,11 +65,13 @@ pub struct Channel {
     pairing: PairingStore,
     quiet_until: HashMap<(String, DropReason), Instant>,
     started: Instant,
+    metrics: std::sync::Arc<crate::http::Metrics>,
 }
 
 impl Channel {
-    pub fn new(runtime: ChannelRuntime) -> Self {
+    pub fn new(runtime: ChannelRuntime, metrics: std::sync::Arc<crate::http::Metrics>) -> Self {
         Self {
+            metrics,
             policy: Policy::new(runtime.settings.clone()),
             pairing: PairingStore::new(&runtime.state_dir),
             runtime,
@@ -116,10 +118,12 @@ impl Channel {
         let now = self.now_ms();
         match self.policy.decide(&inbound, now) {
             Decision::Drop(reason) => {
+                self.metrics.inc_dropped(&account, reason.as_str());
                 self.log_drop(message, reason);
                 Outcome::Done
             }
             Decision::Pairing { sender_id, reply_to } => {
+                self.metrics.inc_dropped(&account, "pairing");
                 self.challenge(message, &sender_id, &reply_to, imsg).await;
                 Outcome::Done
             }
@@ -158,7 +162,16 @@ impl Channel {
                 if let Some(stager) = stager
                     && !message.attachments.is_empty()
                 {
-                    envelope.set_media(stager.stage(message).await);
+                    let media = stager.stage(message).await;
+                    if matches!(stager.files, Files::Remote(_)) {
+                        for m in &media {
+                            self.metrics.inc_sftp_pulls(&account, m.status.as_str());
+                            if m.status == crate::envelope::MediaStatus::Ok {
+                                self.metrics.add_sftp_bytes(&account, m.size.unwrap_or(0));
+                            }
+                        }
+                    }
+                    envelope.set_media(media);
                 }
                 Outcome::Deliver(Box::new(envelope))
             }
@@ -236,9 +249,18 @@ impl Channel {
     /// order, remember each for echo protection, and report the message ids.
     pub async fn send_outgoing(&mut self, outgoing: Outgoing, imsg: &ImsgClient, files: &Files) {
         let result = self.send_inner(&outgoing, imsg, files).await;
+        let account = self.runtime.settings.account.clone();
         match &result {
-            Ok(ids) => info!(to = %outgoing.to, sends = ids.len(), "delivered reply"),
-            Err(err) => warn!(to = %outgoing.to, "reply failed: {err}"),
+            Ok(ids) => {
+                for _ in ids {
+                    self.metrics.inc_sends(&account);
+                }
+                info!(to = %outgoing.to, sends = ids.len(), "delivered reply");
+            }
+            Err(err) => {
+                self.metrics.inc_send_failures(&account);
+                warn!(to = %outgoing.to, "reply failed: {err}");
+            }
         }
         if let Some(done) = outgoing.done {
             let _ = done.send(result);

@@ -5,6 +5,7 @@
 mod backoff;
 pub mod channel;
 pub mod config_command;
+pub mod control;
 mod debounce;
 mod dedupe;
 mod replay;
@@ -127,8 +128,9 @@ pub async fn run_account(
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
     let mut backoff = Backoff::default();
+    status.metrics.register_account(&account.id);
     let mut carry = Carry {
-        channel: Channel::new(account.channel.clone()),
+        channel: Channel::new(account.channel.clone(), status.metrics.clone()),
         recent: RecentGuids::default(),
         remote_cli: None,
         watching_since: None,
@@ -157,6 +159,8 @@ pub async fn run_account(
         }
         let delay = backoff.next_delay();
         let secs = format!("{:.1}", delay.as_secs_f64());
+        carry.status.metrics.inc_reconnects(&account.id);
+        carry.status.metrics.set_connected(&account.id, false);
         carry.status.update(&account.id, |s| {
             s.state = "backing_off";
             s.last_error = Some(err.to_string());

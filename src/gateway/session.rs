@@ -125,6 +125,8 @@ async fn watch(
     };
     let mut subscription = imsg.watch(&params).await?;
     carry.watching_since = Some(Instant::now());
+    carry.status.metrics.set_connected(&account.id, true);
+    carry.status.metrics.set_cursor(&account.id, cursor);
     carry.status.update(&account.id, |s| {
         s.state = "connected";
         s.cursor = Some(cursor);
@@ -179,6 +181,7 @@ async fn watch(
             cursors.save(&account.id, handled)?;
             cursor = handled;
             carry.status.update(&account.id, |s| s.cursor = Some(handled));
+            carry.status.metrics.set_cursor(&account.id, handled);
         }
     };
     if let Some(reason) = ended {
@@ -219,12 +222,14 @@ async fn deliver(
     if let Some(folder) = &folder {
         carry.in_flight.insert(folder.clone());
     }
+    carry.status.metrics.inc_messages_in(&account.id);
     let outcome = carry
         .channel
         .handle(message, &account.envelope, imsg, stager)
         .await;
     let delivered = match outcome {
         Outcome::Deliver(envelope) => {
+            carry.status.metrics.inc_dispatched(&account.id);
             trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
             match sink.deliver(&envelope).await {
                 Ok(Delivery::Accepted { replies }) => {
@@ -243,6 +248,7 @@ async fn deliver(
                     Ok(())
                 }
                 Ok(Delivery::Rejected(reason)) => {
+                    carry.status.metrics.inc_sink_rejected(&account.id);
                     warn!(account = %account.id, rowid = message.id, id = %envelope.id, "the agent rejected the envelope for good: {reason}");
                     Ok(())
                 }

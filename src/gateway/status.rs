@@ -2,7 +2,9 @@
 //! why), for `GET /v1/status` and the logs' readers.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::http::Metrics;
 
 use serde::Serialize;
 
@@ -22,13 +24,21 @@ pub struct AccountStatus {
     pub reconnects: u64,
 }
 
-/// Every account's status.
+/// Every account's status, and the counters behind `/metrics`.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     accounts: Mutex<BTreeMap<String, AccountStatus>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl StatusBoard {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            accounts: Mutex::new(BTreeMap::new()),
+            metrics,
+        }
+    }
+
     /// Change one account's entry.
     pub fn update(&self, account: &str, change: impl FnOnce(&mut AccountStatus)) {
         let mut accounts = self

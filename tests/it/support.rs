@@ -92,10 +92,16 @@ pub struct Bridge {
 
 impl Bridge {
     pub fn start(config: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(config, args, &[])
+    }
+
+    /// The same with extra environment variables (tokens, passphrases).
+    pub fn start_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(imsg_bridge_bin())
             .arg("--config")
             .arg(config)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,85 @@
+//! The bridge behind the HTTP control API: `POST /v1/send` queues to the account's outbox and waits
+//! for imsg's answer; `GET /v1/status` shows every account's state and counters.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::status::StatusBoard;
+use crate::http::{Control, ControlError, SendRequest, SendResponse};
+use crate::sink::reply::{Outboxes, Outgoing, RouteError};
+
+/// How long an API send may wait for its turn and for imsg.
+const SEND_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct BridgeControl {
+    pub outboxes: Arc<Outboxes>,
+    pub status: Arc<StatusBoard>,
+}
+
+impl Control for BridgeControl {
+    async fn send(&self, request: SendRequest) -> Result<SendResponse, ControlError> {
+        let account = request
+            .account
+            .clone()
+            .or_else(|| self.outboxes.default_account())
+            .unwrap_or_default();
+        crate::outbound::parse(&request.to).map_err(|e| ControlError::BadRequest(e.0))?;
+        let state = self
+            .status
+            .get(&account)
+            .ok_or_else(|| ControlError::NotFound(format!("no account {account:?}")))?;
+        if state.state != "connected" {
+            let why = state.last_error.map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(ControlError::Unavailable(format!(
+                "account {account:?} is {}{why}",
+                state.state.replace('_', " ")
+            )));
+        }
+        let (done, answer) = oneshot::channel();
+        let outgoing = Outgoing {
+            to: request.to.clone(),
+            text: request.text.clone().unwrap_or_default(),
+            media: request.media.iter().map(PathBuf::from).collect(),
+            from_agent: false,
+            reply_to: request.reply_to.clone(),
+            done: Some(done),
+        };
+        self.outboxes.queue(&account, outgoing).map_err(|e| match e {
+            RouteError::UnknownAccount(a) => ControlError::NotFound(format!("no account {a:?}")),
+            other => ControlError::Unavailable(other.to_string()),
+        })?;
+        match tokio::time::timeout(SEND_WAIT, answer).await {
+            Ok(Ok(Ok(ids))) => Ok(SendResponse {
+                account,
+                sent: ids.len(),
+                message_ids: ids,
+            }),
+            Ok(Ok(Err(err))) => Err(ControlError::Failed(err)),
+            Ok(Err(_)) => Err(ControlError::Unavailable(
+                "the account's connection ended before the send".into(),
+            )),
+            Err(_) => Err(ControlError::Unavailable(format!(
+                "no answer within {} s (the connection may be down)",
+                SEND_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let accounts: serde_json::Map<String, serde_json::Value> = self
+            .status
+            .snapshot()
+            .into_iter()
+            .map(|(id, s)| {
+                let counters = self.status.metrics.account_json(&id);
+                (id, json!({"status": s, "counters": counters}))
+            })
+            .collect();
+        json!({"version": env!("CARGO_PKG_VERSION"), "accounts": accounts})
+    }
+}

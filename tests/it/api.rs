@@ -1,0 +1,187 @@
+//! The HTTP control API and multi-account supervision, end to end: bearer auth, a send through
+//! imsg-sim, status showing a broken account backing off while a healthy one keeps delivering, and
+//! Prometheus counters that move.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sshd::free_port;
+use crate::support::{Bridge, OPEN_ACCESS, PATIENCE, SimMac, imsg_sim_bin};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn status_of(port: u16, account: &str) -> String {
+    let (_, body) = http(port, "GET", "/v1/status", Some(TOKEN), None);
+    let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    status["accounts"][account]["status"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The value of one sample line in Prometheus text.
+fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_control_api_sends_reports_and_counts_while_a_broken_account_backs_off() {
+    let mac = SimMac::new();
+    let port = free_port();
+    let dead = free_port();
+    let config = mac.dir.path().join("config.json5");
+    std::fs::write(
+        &config,
+        format!(
+            "{{ channels: {{ imessage: {{ {OPEN_ACCESS} defaultAccount: \"good\", accounts: {{
+                 good: {{ cliPath: {cli:?}, dbPath: {db:?} }},
+                 broken: {{ ssh: {{ host: \"127.0.0.1\", port: {dead}, user: \"nobody\", connectTimeoutMs: 2000 }} }} }} }} }},
+               bridge: {{ stateDir: {state:?}, http: {{ listen: \"127.0.0.1:{port}\", tokenEnv: \"IMSG_TEST_TOKEN\" }} }} }}",
+            cli = imsg_sim_bin().display().to_string(),
+            db = mac.db.display().to_string(),
+            state = mac.state_dir().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let bridge = Bridge::start_with_env(&config, &["run"], &[("IMSG_TEST_TOKEN", TOKEN)]);
+    bridge.wait_for_log("control API listening");
+    bridge.wait_for_log("watching for messages");
+
+    assert_eq!(http(port, "GET", "/v1/status", None, None).0, 401);
+    assert_eq!(
+        http(port, "GET", "/v1/status", Some("wrong-token-0123456789"), None).0,
+        401
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while status_of(port, "broken") != "backing_off" {
+        assert!(
+            Instant::now() < deadline,
+            "broken never backed off: {}",
+            bridge.stderr().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status_of(port, "good"), "connected");
+
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/send",
+        Some(TOKEN),
+        Some(r#"{"account":"good","to":"+14155551212","text":"hello via the api"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sent["sent"], 1);
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/send",
+        Some(TOKEN),
+        Some(r#"{"account":"broken","to":"+1555","text":"x"}"#),
+    );
+    assert_eq!(code, 503, "a backing-off account says so: {body}");
+    let (code, _) = http(
+        port,
+        "POST",
+        "/v1/send",
+        Some(TOKEN),
+        Some(r#"{"to":"chat_id:abc","text":"x"}"#),
+    );
+    assert_eq!(code, 400);
+
+    // The healthy account keeps delivering.
+    mac.inject("+14155551212", "still here");
+    bridge.wait_for_lines(1);
+    let (code, metrics) = http(port, "GET", "/metrics", Some(TOKEN), None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        sample(&metrics, "imsg_bridge_sends_total{account=\"good\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "imsg_bridge_reconnects_total{account=\"broken\"}").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "imsg_bridge_messages_in_total{account=\"good\"}").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "imsg_bridge_connected{account=\"good\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let history = std::process::Command::new(imsg_sim_bin())
+        .args([
+            "history",
+            "--db",
+            mac.db.to_str().unwrap(),
+            "--chat-id",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&history.stdout).contains("hello via the api"));
+    bridge.stop(15);
+}
+
+#[test]
+fn run_refuses_to_start_the_api_without_a_token() {
+    let mac = SimMac::new();
+    let config = mac.write_process_config("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "bridge: {",
+            "bridge: { http: { listen: \"127.0.0.1:1\", tokenEnv: \"IMSG_TEST_TOKEN_UNSET\" },",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("IMSG_TEST_TOKEN_UNSET"), "{stderr}");
+}
