@@ -3,6 +3,7 @@
 
 mod attachments;
 mod chats;
+mod demo;
 mod detect;
 mod pairing;
 mod run;
@@ -55,6 +56,8 @@ enum LogFormat {
 enum Command {
     /// Run the service: watch every enabled account and print one envelope per line on stdout
     Run,
+    /// The whole pipeline against a simulated Mac over an embedded SSH server: nothing to install
+    Demo(demo::DemoArgs),
     /// List chats through the account's transport
     Chats(chats::ChatsArgs),
     /// Show the newest messages of a chat
@@ -107,6 +110,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Detect(args) = &cli.command {
         return detect::detect(args);
     }
+    if let Command::Demo(args) = &cli.command {
+        return demo::demo(args).await;
+    }
     let config = config::load(cli.config.as_deref())?;
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
@@ -120,6 +126,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
         }
         Command::Detect(args) => detect::detect(args),
+        Command::Demo(args) => demo::demo(args).await,
         Command::Pairing(command) => {
             pairing::run(&config, select_account(&config, cli.account.as_deref())?, command).await
         }
@@ -219,7 +226,9 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
 }
 
 fn init_logging(cli: &Cli) {
-    let level = match (cli.quiet, cli.verbose) {
+    // The demo's story is its timeline on stdout; its logs stay at warnings unless asked for.
+    let quiet = cli.quiet || (matches!(cli.command, Command::Demo(_)) && cli.verbose == 0);
+    let level = match (quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",

@@ -43,6 +43,8 @@ pub enum Sink {
     Stdout(LineSink),
     Exec(Arc<exec::ExecSink>),
     Webhook(Arc<webhook::WebhookSink>),
+    /// An agent inside this process (the demo's echo agent): envelopes go into a channel.
+    Channel(tokio::sync::mpsc::Sender<Envelope>),
 }
 
 impl Sink {
@@ -88,6 +90,12 @@ impl Sink {
                 Ok(Delivery::Accepted { replies: Vec::new() })
             }
             Sink::Webhook(webhook) => webhook.deliver(envelope).await,
+            Sink::Channel(tx) => {
+                tx.send(envelope.clone())
+                    .await
+                    .map_err(|_| SinkError::Cancelled)?;
+                Ok(Delivery::Accepted { replies: Vec::new() })
+            }
         }
     }
 }

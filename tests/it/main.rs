@@ -11,6 +11,7 @@ mod api;
 mod channel;
 mod client;
 mod config;
+mod demo;
 mod media;
 mod native;
 mod proxy;
