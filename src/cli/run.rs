@@ -59,8 +59,29 @@ pub async fn run(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode
     tokio::spawn(stop_on_signal(cancel.clone()));
 
     let mut fleet: BTreeMap<String, Running> = BTreeMap::new();
+    // Fix 11: accounts that reach one backend share the first one's watcher, so each message is
+    // handled once; the others send through it.
+    let mut watchers: BTreeMap<String, String> = BTreeMap::new();
+    let mut sharing = Vec::new();
     for (account, fingerprint) in accounts {
+        let backend = config
+            .account(&account.id)
+            .map(crate::config::account_backend)
+            .unwrap_or_default();
+        if let Some(first) = watchers.get(&backend) {
+            sharing.push((account.id.clone(), first.clone()));
+            continue;
+        }
+        watchers.insert(backend, account.id.clone());
         fleet.insert(account.id.clone(), start(&shared, account, fingerprint, &cancel));
+    }
+    for (account, via) in sharing {
+        info!(account = %account, via = %via, "same backend as another account: sharing its watcher");
+        let _ = shared.outboxes.alias(&account, &via);
+        shared.status.update(&account, |s| {
+            s.state = "shared";
+            s.via = Some(via.clone());
+        });
     }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut all_ok = true;

@@ -474,7 +474,7 @@ pub(super) fn warnings(accounts: &[Account]) -> Vec<String> {
 }
 
 /// What identifies the Messages database an account reads: SSH target and dbPath, or cliPath and dbPath.
-fn backend(account: &Account) -> String {
+pub fn backend(account: &Account) -> String {
     let db = account.db_path.as_deref().unwrap_or(IMSG_DEFAULT_DB_PATH);
     let ssh_host = account.ssh.as_ref().and_then(|s| s.host.as_deref());
     match (&account.ssh, ssh_host) {

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use account::{DEFAULT_ACCOUNT_ID, DEFAULT_ATTACHMENT_ROOT, normalize_account_id};
+pub use account::{
+    DEFAULT_ACCOUNT_ID, DEFAULT_ATTACHMENT_ROOT, backend as account_backend, normalize_account_id,
+};
 pub use error::{ConfigError, Origin};
 pub use types::{
     Account, AgentEntry, AgentKind, AgentSink, BlockStreamingCoalesce, BridgeConfig, ChunkMode, ConfigEnum,

@@ -29,10 +29,14 @@ impl Control for BridgeControl {
             .or_else(|| self.outboxes.default_account())
             .unwrap_or_default();
         crate::outbound::parse(&request.to).map_err(|e| ControlError::BadRequest(e.0))?;
-        let state = self
+        let mut state = self
             .status
             .get(&account)
             .ok_or_else(|| ControlError::NotFound(format!("no account {account:?}")))?;
+        // An account sharing another's watcher sends through it: its connection is what counts.
+        if let Some(via) = state.via.clone() {
+            state = self.status.get(&via).unwrap_or(state);
+        }
         if state.state != "connected" {
             let why = state.last_error.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(ControlError::Unavailable(format!(

@@ -22,6 +22,8 @@ pub struct AccountStatus {
     /// Seconds until the next attempt while backing off.
     pub retry_in_secs: Option<f64>,
     pub reconnects: u64,
+    /// Set when the account shares another account's watcher (same backend).
+    pub via: Option<String>,
 }
 
 /// Every account's status, and the counters behind `/metrics`.

@@ -84,6 +84,17 @@ impl Outboxes {
         rx
     }
 
+    /// Route `account`'s sends through `via`'s outbox (accounts sharing one backend, fix 11).
+    pub fn alias(&self, account: &str, via: &str) -> Result<(), RouteError> {
+        let mut senders = lock(&self.senders);
+        let sender = senders
+            .get(via)
+            .cloned()
+            .ok_or_else(|| RouteError::UnknownAccount(via.to_string()))?;
+        senders.insert(account.to_string(), sender);
+        Ok(())
+    }
+
     pub fn set_default_account(&self, account: &str) {
         *lock(&self.default_account) = Some(account.to_string());
     }

@@ -218,3 +218,37 @@ fn sighup_starts_a_new_account_and_leaves_the_others_running() {
         ["one".to_string(), "two".to_string()].into_iter().collect()
     );
 }
+
+#[test]
+fn accounts_on_the_same_backend_share_one_watcher_and_see_each_message_once() {
+    let mac = SimMac::new();
+    let path = mac.dir.path().join("shared.json5");
+    let account = format!(
+        "{{ cliPath: {:?}, dbPath: {:?} }}",
+        crate::support::imsg_sim_bin().display().to_string(),
+        mac.db.display().to_string()
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "{{ channels: {{ imessage: {{ {} accounts: {{ alpha: {account}, beta: {account} }} }} }}, bridge: {{ stateDir: {:?} }} }}",
+            crate::support::OPEN_ACCESS,
+            mac.state_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let bridge = Bridge::start(&path, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    mac.inject("+14155551212", "once, please");
+    bridge.wait_for_lines(1);
+    let log = bridge.stderr().join("\n");
+    assert!(
+        log.contains("sharing its watcher") && log.contains("account=beta"),
+        "{log}"
+    );
+    assert_eq!(log.matches("watching for messages").count(), 1, "{log}");
+    mac.inject("+14155551212", "and again");
+    bridge.wait_for_lines(2);
+    let (_, lines) = bridge.stop(SIGTERM);
+    assert_eq!(lines.len(), 2, "each message handled once: {lines:?}");
+}
