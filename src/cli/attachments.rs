@@ -85,7 +85,7 @@ pub async fn run(
 }
 
 /// The newest messages with attachments, newest first.
-async fn recent_with_attachments(imsg: &ImsgClient, limit: usize) -> anyhow::Result<Vec<Message>> {
+pub(crate) async fn recent_with_attachments(imsg: &ImsgClient, limit: usize) -> anyhow::Result<Vec<Message>> {
     let mut found = Vec::new();
     for chat in imsg.chats_list(SCAN_CHATS).await? {
         let history = imsg.history(chat.id, SCAN_PER_CHAT, true).await?;

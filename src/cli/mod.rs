@@ -5,6 +5,7 @@ mod attachments;
 mod chats;
 mod demo;
 mod detect;
+mod doctor;
 mod pairing;
 mod run;
 mod send;
@@ -62,6 +63,8 @@ enum Command {
     Chats(chats::ChatsArgs),
     /// Show the newest messages of a chat
     History(chats::HistoryArgs),
+    /// Diagnose an account: config, wrapper, network, SSH, imsg, database, SFTP, attachments, state
+    Doctor(doctor::DoctorArgs),
     /// Read a wrapper script (never run it): its SSH target and whether transport "auto" replaces it
     Detect(detect::DetectArgs),
     /// Pending pairing requests: `list` them, `approve` a code
@@ -126,6 +129,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             chats::history(&config, select_account(&config, cli.account.as_deref())?, args).await
         }
         Command::Detect(args) => detect::detect(args),
+        Command::Doctor(args) => {
+            doctor::doctor(&config, select_account(&config, cli.account.as_deref())?, args).await
+        }
         Command::Demo(args) => demo::demo(args).await,
         Command::Pairing(command) => {
             pairing::run(&config, select_account(&config, cli.account.as_deref())?, command).await

@@ -136,7 +136,7 @@ pub async fn open(
 
 /// macOS runs `ssh host cmd` in a non-login shell whose PATH lacks /opt/homebrew/bin: ask the login
 /// shell, then try the two Homebrew prefixes.
-async fn find_remote_imsg(connection: &SshConnection, plan: &SshPlan) -> Result<String, OpenError> {
+pub async fn find_remote_imsg(connection: &SshConnection, plan: &SshPlan) -> Result<String, OpenError> {
     const PROBE: &str = r#"for p in "$("${SHELL:-/bin/sh}" -lc 'command -v imsg' 2>/dev/null)" /opt/homebrew/bin/imsg /usr/local/bin/imsg; do if [ -n "$p" ] && [ -x "$p" ]; then echo "$p"; exit 0; fi; done; exit 1"#;
     let captured = ssh::exec::exec_capture(connection, PROBE, std::time::Duration::from_secs(20)).await?;
     let found = captured

@@ -12,6 +12,7 @@ mod channel;
 mod client;
 mod config;
 mod demo;
+mod doctor;
 mod media;
 mod native;
 mod proxy;

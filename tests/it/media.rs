@@ -461,4 +461,20 @@ fn a_remote_user_without_read_permission_gets_denied_with_the_full_disk_access_r
         table.contains("remedy (denied):") && table.contains("Allow full disk access for remote users"),
         "{table}"
     );
+    // doctor names the same problem in its attachments.pull check.
+    let (code, report, _) = run_cli(&config, &["doctor", "--json"]);
+    assert_eq!(code, Some(1), "{report}");
+    let report: Value = serde_json::from_str(report.trim()).unwrap();
+    let pull = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "attachments.pull")
+        .unwrap()
+        .clone();
+    assert_eq!(pull["status"], "fail", "{pull}");
+    assert!(
+        pull["remedy"].as_str().unwrap().contains("Full Disk Access"),
+        "{pull}"
+    );
 }

@@ -1,0 +1,216 @@
+//! `imsg-bridge doctor` against a healthy sshd + imsg-sim and against each fault the simulator and
+//! the fixtures can inject: the failing check's id, status and remedy, in text and JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::sshd::{Sshd, SshdOptions};
+use crate::support::{OPEN_ACCESS, SimMac, imsg_bridge_bin, imsg_sim_bin};
+
+fn config(sshd: &Sshd, mac: &SimMac, cli: &Path) -> PathBuf {
+    let path = mac.dir.path().join("config.json5");
+    let root = std::fs::canonicalize(mac.dir.path()).unwrap().join("Attachments");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{{ channels: {{ imessage: {{ dbPath: {db:?}, {OPEN_ACCESS} includeAttachments: true, remoteAttachmentRoots: [{root:?}],
+                 ssh: {{ host: \"127.0.0.1\", port: {port}, user: {user:?}, identityFile: {key:?}, knownHostsFile: {kh:?},
+                        remoteCliPath: {cli:?}, useAgent: false }} }} }},
+               bridge: {{ stateDir: {state:?} }} }}",
+            db = mac.db.display().to_string(),
+            root = root.display().to_string(),
+            port = sshd.port,
+            user = sshd.user,
+            key = sshd.client_key.display().to_string(),
+            kh = sshd.known_hosts.display().to_string(),
+            cli = cli.display().to_string(),
+            state = mac.state_dir().display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Run doctor with `--json`; returns (exit code, checks by id).
+fn doctor(config: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let out = Command::new(imsg_bridge_bin())
+        .arg("--config")
+        .arg(config)
+        .args(["doctor", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report["checks"].as_array().unwrap().clone())
+}
+
+fn check<'a>(checks: &'a [Value], id: &str) -> &'a Value {
+    checks
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id}: {checks:?}"))
+}
+
+fn sshd_with(extra: &[String], sftp: Option<&str>) -> Sshd {
+    Sshd::start_with(SshdOptions {
+        extra_config: extra.to_vec(),
+        sftp: sftp.map(str::to_string),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_healthy_setup_passes_every_check_in_order() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let (code, checks) = doctor(&config(&sshd, &mac, &imsg_sim_bin()), &[]);
+    assert_eq!(code, Some(0), "{checks:#?}");
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "config",
+            "wrapper",
+            "reach",
+            "ssh.handshake",
+            "ssh.host_key",
+            "ssh.auth",
+            "imsg.path",
+            "imsg.rpc",
+            "imsg.database",
+            "sftp",
+            "attachments.root",
+            "attachments.pull",
+            "send.capability",
+            "state_dir",
+            "keepalive"
+        ]
+    );
+    for id in [
+        "reach",
+        "ssh.handshake",
+        "ssh.host_key",
+        "ssh.auth",
+        "imsg.path",
+        "imsg.rpc",
+        "imsg.database",
+        "sftp",
+        "attachments.root",
+    ] {
+        assert_eq!(check(&checks, id)["status"], "ok", "{id}: {}", check(&checks, id));
+    }
+    assert!(
+        check(&checks, "ssh.host_key")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
+    // The text form is a table with the same ids.
+    let out = Command::new(imsg_bridge_bin())
+        .arg("--config")
+        .arg(config(&sshd, &mac, &imsg_sim_bin()))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("imsg.database")),
+        "{table}"
+    );
+}
+
+#[test]
+fn names_the_full_disk_access_problem_when_the_database_is_unreadable() {
+    let sshd = sshd_with(&["SetEnv IMSG_SIM_FAULT_DB_UNAVAILABLE=1".into()], None);
+    let mac = SimMac::new();
+    let (code, checks) = doctor(&config(&sshd, &mac, &imsg_sim_bin()), &[]);
+    assert_eq!(code, Some(1));
+    let db = check(&checks, "imsg.database");
+    assert_eq!(db["status"], "fail", "{db}");
+    assert!(
+        db["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("Allow full disk access for remote users"),
+        "{db}"
+    );
+    assert_eq!(check(&checks, "imsg.rpc")["status"], "ok", "rpc itself answers");
+}
+
+#[test]
+fn reports_an_imsg_without_rpc() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let old = mac.dir.path().join("old-imsg");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho \"error: unrecognized subcommand '$1'\" >&2\nexit 2\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, checks) = doctor(&config(&sshd, &mac, &old), &[]);
+    assert_eq!(code, Some(1));
+    let rpc = check(&checks, "imsg.rpc");
+    assert_eq!(rpc["status"], "fail", "{rpc}");
+    assert!(rpc["remedy"].as_str().unwrap().contains("upgrade imsg"), "{rpc}");
+    assert_eq!(check(&checks, "imsg.path")["status"], "ok");
+}
+
+#[test]
+fn explains_a_send_refused_by_automation() {
+    let sshd = sshd_with(&["SetEnv IMSG_SIM_FAULT_SEND_FAILS=1".into()], None);
+    let mac = SimMac::new();
+    let (code, checks) = doctor(
+        &config(&sshd, &mac, &imsg_sim_bin()),
+        &["--send-test", "+14155551212"],
+    );
+    assert_eq!(code, Some(1));
+    let send = check(&checks, "send.capability");
+    assert_eq!(send["status"], "fail", "{send}");
+    assert!(send["detail"].as_str().unwrap().contains("-1743"), "{send}");
+    assert!(send["remedy"].as_str().unwrap().contains("Automation"), "{send}");
+}
+
+#[test]
+fn warns_when_the_server_refuses_sftp() {
+    let sshd = sshd_with(&[], Some(""));
+    let mac = SimMac::new();
+    let (code, checks) = doctor(&config(&sshd, &mac, &imsg_sim_bin()), &[]);
+    assert_eq!(code, Some(0), "a warning is not a failure: {checks:#?}");
+    let sftp = check(&checks, "sftp");
+    assert_eq!(sftp["status"], "warn", "{sftp}");
+    assert!(
+        sftp["remedy"].as_str().unwrap().contains("Subsystem sftp"),
+        "{sftp}"
+    );
+}
+
+#[test]
+fn refuses_an_unknown_host_key_and_skips_what_depends_on_it() {
+    let sshd = Sshd::start();
+    std::fs::write(&sshd.known_hosts, "").unwrap();
+    let mac = SimMac::new();
+    let (code, checks) = doctor(&config(&sshd, &mac, &imsg_sim_bin()), &[]);
+    assert_eq!(code, Some(1));
+    let key = check(&checks, "ssh.host_key");
+    assert_eq!(key["status"], "fail", "{key}");
+    assert!(
+        key["detail"].as_str().unwrap().contains("ssh-keyscan") && key["remedy"].is_string(),
+        "{key}"
+    );
+    assert_eq!(check(&checks, "ssh.auth")["status"], "skip");
+    assert_eq!(check(&checks, "imsg.rpc")["status"], "skip");
+    assert_eq!(
+        check(&checks, "state_dir")["status"],
+        "ok",
+        "checks go on after a failure"
+    );
+}
