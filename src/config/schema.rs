@@ -276,6 +276,46 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_documented_in_the_configuration_reference() {
+        let reference = include_str!("../../docs/configuration.md");
+        let account: BTreeSet<_> = ACCOUNT_FIELDS.iter().map(|(n, _)| *n).collect();
+        let sections = [
+            ("channels.imessage", account),
+            ("ssh", names(&SSH)),
+            ("markdown", names(&MARKDOWN)),
+            ("dms.<handle>", names(&DM)),
+            ("groups.<id>", names(&GROUP)),
+            ("blockStreamingCoalesce", names(&COALESCE)),
+            ("heartbeat", names(&HEARTBEAT)),
+            ("healthMonitor", names(&HEALTH_MONITOR)),
+            ("bridge", names(&BRIDGE)),
+            ("bridge.agent", names(&AGENT)),
+            ("bridge.http", names(&HTTP)),
+            ("bridge.replay", names(&REPLAY)),
+            ("bridge.media", names(&MEDIA)),
+            ("channels.imessage (root only)", names(&CHANNEL)),
+        ];
+        // Every identifier written in code style anywhere in the reference: `dms.<handle>.historyLimit`
+        // documents `dms` and `historyLimit`, `{minChars?, maxChars?}` both of its keys.
+        let spans = regex::Regex::new(r"`([^`\n]+)`").unwrap();
+        let documented: BTreeSet<&str> = spans
+            .captures_iter(reference)
+            .filter_map(|c| c.get(1))
+            .flat_map(|code| code.as_str().split(|c: char| !c.is_ascii_alphanumeric()))
+            .filter(|word| !word.is_empty())
+            .collect();
+        let mut missing = Vec::new();
+        for (section, keys) in sections {
+            for key in keys {
+                if !documented.contains(key) {
+                    missing.push(format!("{section}: {key}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "keys missing from docs/configuration.md:\n{}", missing.join("\n"));
+    }
+
+    #[test]
     fn key_lists_match_the_raw_structs() {
         let account: BTreeSet<_> = ACCOUNT_FIELDS.iter().map(|(n, _)| *n).collect();
         let cases = [
