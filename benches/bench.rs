@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attachments;
+mod pipeline;
 mod report;
 #[path = "../tests/it/sshd.rs"]
 #[allow(dead_code)]
@@ -53,6 +54,9 @@ fn main() {
     let mut rows = Vec::new();
     if selected("startup") {
         rows.push(startup::run(&runtime, work.path()));
+    }
+    if selected("pipeline") {
+        rows.push(pipeline::run());
     }
     if selected("attachments") {
         rows.extend(attachments::run(&runtime, work.path()));

@@ -312,7 +312,11 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "keys missing from docs/configuration.md:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "keys missing from docs/configuration.md:\n{}",
+            missing.join("\n")
+        );
     }
 
     #[test]

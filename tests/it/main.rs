@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod demo;
 mod doctor;
+mod guide;
 mod media;
 mod native;
 mod proxy;
