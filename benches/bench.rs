@@ -7,6 +7,7 @@
 mod attachments;
 mod pipeline;
 mod report;
+mod rss;
 #[path = "../tests/it/sshd.rs"]
 #[allow(dead_code)]
 mod sshd;
@@ -60,6 +61,9 @@ fn main() {
     }
     if selected("attachments") {
         rows.extend(attachments::run(&runtime, work.path()));
+    }
+    if selected("rss") && rss::run(work.path()).is_none() {
+        println!("peak RSS: not measured (needs Linux /proc)");
     }
     report::print_table(&rows);
     if rounds(2) == 1 {
