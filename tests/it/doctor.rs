@@ -110,6 +110,15 @@ fn a_healthy_setup_passes_every_check_in_order() {
             .unwrap()
             .starts_with("SHA256:")
     );
+    // Every check has its section in the troubleshooting guide.
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/troubleshooting.md")).unwrap();
+    for id in &ids {
+        assert!(
+            guide.contains(&format!("## `{id}`")),
+            "docs/troubleshooting.md has no section for {id}"
+        );
+    }
     // The text form is a table with the same ids.
     let out = Command::new(imsg_bridge_bin())
         .arg("--config")
