@@ -20,6 +20,7 @@ mod proxy;
 mod run;
 mod schema;
 mod sim;
+mod soak;
 mod ssh;
 mod sshd;
 mod support;

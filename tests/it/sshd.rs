@@ -21,6 +21,7 @@ pub struct Sshd {
     pub known_hosts: PathBuf,
     pub host_key_pub: String,
     child: Child,
+    config_path: PathBuf,
 }
 
 /// Options for a fixture.
@@ -141,15 +142,7 @@ impl Sshd {
         // sshd started by root insists on its privilege separation directory (Debian creates it at boot
         // only when the service runs).
         let _ = std::fs::create_dir_all("/run/sshd");
-        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let child = Command::new(sshd_path())
-            .args(["-D", "-e", "-f"])
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_sshd(&config_path, &dir.path().join("sshd.log"));
         let sshd = Sshd {
             dir,
             port,
@@ -158,9 +151,26 @@ impl Sshd {
             known_hosts,
             host_key_pub,
             child,
+            config_path,
         };
         sshd.wait_listening();
         sshd
+    }
+
+    /// Stop sshd (every session with it) and start it again on the same port with the same keys.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The port may linger for a moment after the old listener closed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn_sshd(&self.config_path, &self.dir.path().join("sshd.log"));
+            std::thread::sleep(Duration::from_millis(100));
+            if self.child.try_wait().unwrap().is_none() || Instant::now() > deadline {
+                break;
+            }
+        }
+        self.wait_listening();
     }
 
     fn wait_listening(&self) {
@@ -196,6 +206,22 @@ impl Sshd {
             keepalive_max: 3,
         }
     }
+}
+
+fn spawn_sshd(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(sshd_path())
+        .args(["-D", "-e", "-f"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Sshd {

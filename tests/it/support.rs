@@ -153,6 +153,12 @@ impl Bridge {
         );
     }
 
+    /// SIGKILL, as a crash would; waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
