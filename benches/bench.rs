@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attachments;
+mod latency;
 mod pipeline;
 mod report;
 mod rss;
@@ -55,6 +56,9 @@ fn main() {
     let mut rows = Vec::new();
     if selected("startup") {
         rows.push(startup::run(&runtime, work.path()));
+    }
+    if selected("latency") {
+        rows.extend(latency::run(work.path()));
     }
     if selected("pipeline") {
         rows.push(pipeline::run());

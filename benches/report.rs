@@ -46,7 +46,7 @@ impl Comparison {
 pub fn print_table(rows: &[Comparison]) {
     println!(
         "{:<28} {:<26} {:>9} {:>9}   {:<26} {:>9} {:>9}   {:>7}",
-        "benchmark", "ours", "p50 ms", "p90 ms", "baseline", "p50 ms", "p90 ms", "speedup"
+        "benchmark", "ours", "p50 ms", "p99 ms", "baseline", "p50 ms", "p99 ms", "speedup"
     );
     for row in rows {
         println!(
@@ -54,10 +54,10 @@ pub fn print_table(rows: &[Comparison]) {
             row.bench,
             row.ours.name,
             row.ours.quantile_ms(0.5),
-            row.ours.quantile_ms(0.9),
+            row.ours.quantile_ms(0.99),
             row.baseline.name,
             row.baseline.quantile_ms(0.5),
-            row.baseline.quantile_ms(0.9),
+            row.baseline.quantile_ms(0.99),
             row.speedup()
         );
     }
@@ -69,7 +69,7 @@ pub fn write_json(rows: &[Comparison], path: &std::path::Path) -> std::io::Resul
             "name": s.name,
             "samples": s.durations.len(),
             "p50_ms": s.quantile_ms(0.5),
-            "p90_ms": s.quantile_ms(0.9),
+            "p99_ms": s.quantile_ms(0.99),
         })
     };
     let rows: Vec<_> = rows
