@@ -29,7 +29,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Comparison {
     ]);
     let sim = env!("CARGO_BIN_EXE_imsg-sim");
     let native = format!(
-        "{{channels:{{imessage:{{dbPath:{db:?}, ssh:{{host:'127.0.0.1', port:{port}, user:{user:?}, identityFile:{key:?}, knownHostsFile:{kh:?}, remoteCliPath:{sim:?}, useAgent:false}}}}}}}}",
+        "{{channels:{{imessage:{{dbPath:{db:?}, ssh:{{host:'127.0.0.1', port:{port}, user:{user:?}, identityFile:{key:?}, knownHostsFile:{kh:?}, remoteCliPath:{sim:?}, useAgent:false, strictHostKeyChecking:'yes'}}}}}}}}",
         db = db.display().to_string(),
         port = sshd.port,
         user = sshd.user,

@@ -164,7 +164,13 @@ pub async fn resolve_target(plan: &SshPlan, account: &str) -> Result<SshTarget, 
         extra.push("-o".to_string());
         extra.push(format!("{key}={value}"));
     }
-    let settings = ssh_config::lookup(&plan.host, &extra).await;
+    let settings = if fully_specified(plan) {
+        // Nothing left for ~/.ssh/config to decide: skip spawning `ssh -G` (saves a process start on
+        // every connect).
+        HostSettings::default()
+    } else {
+        ssh_config::lookup(&plan.host, &extra).await
+    };
     let mut target = merge(plan, &settings, account)?;
     if let Some(jumps) = plan.proxy_jump.clone().or(settings.proxy_jump.clone()) {
         for entry in jumps.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -190,6 +196,19 @@ pub async fn resolve_target(plan: &SshPlan, account: &str) -> Result<SshTarget, 
         }
     }
     Ok(target)
+}
+
+/// An IP-literal host with user, port, identity files, known_hosts and host-key policy all given by
+/// the config: `~/.ssh/config` could only add a ProxyJump or rename nothing, so it is not consulted.
+fn fully_specified(plan: &SshPlan) -> bool {
+    plan.host.parse::<std::net::IpAddr>().is_ok()
+        && plan.user.is_some()
+        && plan.port.is_some()
+        && !plan.identity_files.is_empty()
+        && !plan.ssh.known_hosts_files.is_empty()
+        && plan.ssh.strict_host_key_checking.is_some()
+        && plan.config_file.is_none()
+        && plan.options.is_empty()
 }
 
 fn extra_config_only(extra: &[String]) -> Vec<String> {
@@ -322,6 +341,32 @@ mod tests {
         );
         assert_eq!(parse_jump("bad:port"), None);
         assert_eq!(parse_jump(""), None);
+    }
+
+    #[test]
+    fn a_fully_specified_ip_target_skips_ssh_config() {
+        let cfg = config(
+            "{channels:{imessage:{ssh:{host:'10.0.0.5', port:22, user:'bot', identityFile:'/k', knownHostsFile:'/kh', strictHostKeyChecking:'yes'}}}}",
+        );
+        let Plan::Ssh(ssh) = plan(&cfg.accounts[0]).unwrap() else {
+            panic!("ssh expected")
+        };
+        assert!(fully_specified(&ssh));
+        let cfg = config(
+            "{channels:{imessage:{ssh:{host:'mac.local', port:22, user:'bot', identityFile:'/k', knownHostsFile:'/kh', strictHostKeyChecking:'yes'}}}}",
+        );
+        let Plan::Ssh(alias) = plan(&cfg.accounts[0]).unwrap() else {
+            panic!("ssh expected")
+        };
+        assert!(
+            !fully_specified(&alias),
+            "a name may be an alias in ~/.ssh/config"
+        );
+        let cfg = config("{channels:{imessage:{ssh:{host:'10.0.0.5', user:'bot'}}}}");
+        let Plan::Ssh(partial) = plan(&cfg.accounts[0]).unwrap() else {
+            panic!("ssh expected")
+        };
+        assert!(!fully_specified(&partial));
     }
 
     #[test]
