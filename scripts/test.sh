@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README names it and .ci/run calls it.
-# Installs what the integration tests need (OpenSSH's sshd and client) when missing and we are root;
+# Installs what the integration tests need (OpenSSH's sshd and client, procps, passwd) when missing and we are root;
 # otherwise says how to install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,10 @@ need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v scp >/dev/null 2>&1 || need+=(openssh-client)
+# kill and pkill signal the bridge and the remote imsg in the restart and soak tests.
+command -v pkill >/dev/null 2>&1 || need+=(procps)
+# useradd creates the unprivileged login of the permission tests.
+command -v useradd >/dev/null 2>&1 || need+=(passwd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} for the integration tests" >&2
