@@ -6,6 +6,9 @@ mod error;
 mod lines;
 mod stderr;
 
+/// Thin access to the client's private reader path for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub use client::fuzzing;
 pub use client::{ClientOptions, Notification, PeerInfo, RpcClient, Subscription, SubscriptionEvent};
 pub use error::{ExitInfo, RpcError};
 pub use stderr::{StderrRing, truncate_chars};

@@ -577,5 +577,7 @@ impl RateLimitedLog {
     }
 }
 
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
