@@ -13,6 +13,13 @@ pub struct RecentGuids {
 }
 
 impl RecentGuids {
+    /// Forget `guid` (its delivery did not happen after all).
+    pub fn remove(&mut self, guid: &str) {
+        if self.set.remove(guid) {
+            self.order.retain(|g| g != guid);
+        }
+    }
+
     /// Record `guid`; false when it was already there.
     pub fn insert(&mut self, guid: &str) -> bool {
         if guid.is_empty() {
@@ -46,5 +53,7 @@ mod tests {
             recent.insert(&i.to_string());
         }
         assert!(recent.insert("a"), "the oldest entry was evicted");
+        recent.remove("a");
+        assert!(recent.insert("a"), "a removed guid can be delivered again");
     }
 }

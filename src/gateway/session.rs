@@ -228,6 +228,17 @@ async fn deliver(
         .handle(message, &account.envelope, imsg, stager)
         .await;
     let delivered = match outcome {
+        // An attachment that failed because the connection died is not the file's fault: hand
+        // nothing over, reconnect, and stage it again from the cursor.
+        Outcome::Deliver(envelope) if connection_lost_during_staging(&envelope, files) => {
+            carry.recent.remove(&message.guid);
+            if let Some(folder) = &folder {
+                carry.in_flight.remove(folder);
+            }
+            return Err(GatewayError::WatchEnded(
+                "the connection dropped while pulling attachments".to_string(),
+            ));
+        }
         Outcome::Deliver(envelope) => {
             carry.status.metrics.inc_dispatched(&account.id);
             trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
@@ -263,6 +274,15 @@ async fn deliver(
     }
     delivered?;
     Ok(())
+}
+
+/// Whether a `failed` attachment of `envelope` may be the connection's doing: it is gone now.
+fn connection_lost_during_staging(envelope: &crate::envelope::Envelope, files: &Files) -> bool {
+    let failed = envelope
+        .media
+        .iter()
+        .any(|m| m.status == crate::envelope::MediaStatus::Failed);
+    failed && matches!(files, Files::Remote(remote) if remote.connection().is_closed())
 }
 
 /// Sleep until `deadline`, or forever without one (a `select!` branch that never fires).
