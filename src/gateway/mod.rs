@@ -8,6 +8,7 @@ pub mod config_command;
 pub mod control;
 mod debounce;
 mod dedupe;
+mod feed;
 mod replay;
 mod session;
 pub mod status;

@@ -1,6 +1,7 @@
 //! The replay bound after downtime (`bridge.replay`): of the rows missed while the bridge was away,
 //! only the newest `maxRows` that are younger than `maxAgeMinutes` are dispatched; the rest are
-//! counted, logged and stepped over, never dispatched silently (DESIGN §7 fix 9).
+//! counted and stepped over, never dispatched silently: one summary line per catch-up, no write or
+//! log line per row (docs/reliability.md, "Catching up after downtime").
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -27,6 +28,8 @@ pub struct ReplayBound {
     oldest: DateTime<Utc>,
     pub too_many: u64,
     pub too_old: u64,
+    /// The lowest and highest ROWID skipped, for the summary.
+    skipped_range: Option<(i64, i64)>,
 }
 
 impl ReplayBound {
@@ -42,7 +45,30 @@ impl ReplayBound {
                 .unwrap_or(DateTime::<Utc>::MIN_UTC),
             too_many: 0,
             too_old: 0,
+            skipped_range: None,
         }
+    }
+
+    /// Rows at or below this ROWID are beyond `maxRows`: their content does not matter.
+    pub fn floor(&self) -> i64 {
+        self.floor
+    }
+
+    /// The newest ROWID when the session started: past it, rows are live.
+    pub fn backlog_end(&self) -> i64 {
+        self.backlog_end
+    }
+
+    /// The ROWIDs of the first and last skipped row.
+    pub fn skipped_range(&self) -> Option<(i64, i64)> {
+        self.skipped_range
+    }
+
+    fn note_skip(&mut self, rowid: i64) {
+        self.skipped_range = Some(match self.skipped_range {
+            None => (rowid, rowid),
+            Some((low, high)) => (low.min(rowid), high.max(rowid)),
+        });
     }
 
     /// Judge a row (and count it when it is skipped).
@@ -52,20 +78,17 @@ impl ReplayBound {
         }
         if rowid <= self.floor {
             self.too_many += 1;
+            self.note_skip(rowid);
             return Verdict::TooMany;
         }
         // An unparsable timestamp is not evidence of age: dispatch.
         let old = DateTime::parse_from_rfc3339(created_at).is_ok_and(|t| t.with_timezone(&Utc) < self.oldest);
         if old {
             self.too_old += 1;
+            self.note_skip(rowid);
             return Verdict::TooOld;
         }
         Verdict::Dispatch
-    }
-
-    /// Whether `rowid` is past the backlog (time to log the summary once).
-    pub fn is_live(&self, rowid: i64) -> bool {
-        rowid >= self.backlog_end
     }
 
     pub fn skipped(&self) -> u64 {
@@ -102,6 +125,8 @@ mod tests {
         );
         assert_eq!(verdicts[7], Verdict::Dispatch);
         assert_eq!(bound.too_many, 7);
+        assert_eq!(bound.skipped_range(), Some((11, 17)));
+        assert_eq!((bound.floor(), bound.backlog_end()), (17, 20));
     }
 
     #[test]
@@ -136,6 +161,6 @@ mod tests {
         };
         let mut bound = ReplayBound::new(&config, 10, 12, now());
         assert_eq!(bound.judge(11, "1970-01-01T00:00:00Z"), Verdict::Dispatch);
-        assert!(bound.is_live(12) && !bound.is_live(11));
+        assert_eq!(bound.backlog_end(), 12);
     }
 }

@@ -1,18 +1,16 @@
-//! One session of an account: open the transport, initialize, subscribe from the cursor, deliver
-//! until the watch or the connection ends, then stop the peer gracefully.
-
-use std::time::Instant;
+//! One session of an account: open the transport, initialize, run the feed (catch up, watch,
+//! deliver) until it ends, then stop the peer gracefully; and the delivery of one row.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::channel::Outcome;
-use super::debounce::Debouncer;
+use super::feed::Feed;
 use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, Carry, GatewayError};
-use crate::imsg::{ImsgClient, Message, Protocol, WatchParams};
+use crate::imsg::{ImsgClient, Message, Protocol};
 use crate::media::{Files, Stager};
-use crate::rpc::{ClientOptions, Notification, RpcClient, SubscriptionEvent, truncate_chars};
+use crate::rpc::{ClientOptions, RpcClient, truncate_chars};
 use crate::sink::Delivery;
 use crate::sink::Sink;
 use crate::sink::reply::Outgoing;
@@ -76,11 +74,11 @@ pub(super) async fn run(
 }
 
 /// What a session reads and writes besides the account's own state.
-struct Io<'a> {
-    files: &'a Files,
-    stager: Option<&'a Stager>,
-    cursors: &'a CursorStore,
-    sink: &'a Sink,
+pub(super) struct Io<'a> {
+    pub files: &'a Files,
+    pub stager: Option<&'a Stager>,
+    pub cursors: &'a CursorStore,
+    pub sink: &'a Sink,
 }
 
 async fn watch(
@@ -90,7 +88,6 @@ async fn watch(
     io: &Io<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
-    let (files, cursors) = (io.files, io.cursors);
     let imsg = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
         imsg = ImsgClient::initialize(rpc, account.probe_timeout) => imsg?,
@@ -101,102 +98,13 @@ async fn watch(
         }
         Protocol::Baseline => info!(account = %account.id, "imsg is a baseline server (no initialize)"),
     }
-    let newest = imsg.newest_rowid().await?;
-    let mut cursor = match cursors.load(&account.id)? {
-        Some(rowid) => rowid,
-        None => {
-            // First start: begin after the newest message and persist that at once, so a crash
-            // before the first message cannot turn into "start at the newest" again and skip rows.
-            cursors.save(&account.id, newest)?;
-            info!(account = %account.id, rowid = newest, "no cursor yet: starting after the newest message");
-            newest
-        }
-    };
-    let mut bound = ReplayBound::new(&account.replay, cursor, newest, chrono::Utc::now());
-    if newest > cursor {
-        info!(account = %account.id, from = cursor, to = newest, "catching up on rows missed while away");
-    }
-    let mut summarized = newest <= cursor;
-    // 0 would mean "tail" to imsg; a negative cursor replays from the start (an empty database).
-    let since = if cursor > 0 { cursor } else { -1 };
-    let params = WatchParams {
-        since_rowid: Some(since),
-        attachments: account.include_attachments,
-    };
-    let mut subscription = imsg.watch(&params).await?;
-    carry.watching_since = Some(Instant::now());
-    carry.status.metrics.set_connected(&account.id, true);
-    carry.status.metrics.set_cursor(&account.id, cursor);
-    carry.status.update(&account.id, |s| {
-        s.state = "connected";
-        s.cursor = Some(cursor);
-        s.retry_in_secs = None;
-    });
-    info!(account = %account.id, subscription = subscription.id(), since_rowid = cursor, "watching for messages");
-
-    // Held rows are not handled yet: the persisted cursor stays below the lowest of them.
-    let mut debouncer = Debouncer::new(&account.id, account.debounce);
-    let mut seen = cursor;
-    let ended = loop {
-        let deadline = debouncer.next_deadline();
-        let event = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break None,
-            _ = sleep_until(deadline) => None,
-            event = subscription.next() => Some(event),
-            Some(outgoing) = carry.outbox.recv() => {
-                carry.channel.send_outgoing(outgoing, &imsg, files).await;
-                continue;
-            }
-        };
-        let ready = match event {
-            None => debouncer.due(Instant::now()),
-            Some(SubscriptionEvent::Notification(notification)) => match parse(account, &notification) {
-                Parsed::Message(message) if message.id <= seen => {
-                    debug!(account = %account.id, rowid = message.id, seen, "skipping a row already seen");
-                    continue;
-                }
-                Parsed::Message(message) => {
-                    seen = message.id;
-                    debouncer.push(*message, Instant::now())
-                }
-                Parsed::Ignored => continue,
-                Parsed::Ended(reason) => break Some(reason),
-            },
-            Some(SubscriptionEvent::Overflow) => break Some("the bridge fell behind the watch".to_string()),
-            Some(SubscriptionEvent::Closed(err)) => return Err(err.into()),
-        };
-        for message in ready {
-            deliver(account, carry, &mut bound, &message, &imsg, io).await?;
-            if !summarized && bound.is_live(message.id) {
-                summarize(account, &bound);
-                summarized = true;
-            }
-        }
-        let handled = match debouncer.lowest_held() {
-            Some(held) => (held - 1).min(seen),
-            None => seen,
-        };
-        if handled > cursor {
-            cursors.save(&account.id, handled)?;
-            cursor = handled;
-            carry.status.update(&account.id, |s| s.cursor = Some(handled));
-            carry.status.metrics.set_cursor(&account.id, handled);
-        }
-    };
-    if let Some(reason) = ended {
-        return Err(GatewayError::WatchEnded(reason));
-    }
-    info!(account = %account.id, rowid = cursor, "stopping: unsubscribing");
-    if let Err(err) = imsg.unwatch(subscription.id()).await {
-        debug!(account = %account.id, %err, "watch.unsubscribe failed during shutdown");
-    }
-    Ok(())
+    Feed::start(account, carry, io, &imsg).await?.run(cancel).await
 }
 
 /// Hand one row to the sink unless it is ours, a duplicate, or beyond the replay bound. Every
-/// outcome lets the cursor move past the row.
-async fn deliver(
+/// outcome lets the cursor move past the row; an error (the sink is gone, the connection dropped
+/// while staging) does not, and the row is taken again from the cursor.
+pub(super) async fn deliver(
     account: &AccountRuntime,
     carry: &mut Carry,
     bound: &mut ReplayBound,
@@ -207,10 +115,8 @@ async fn deliver(
     let (files, stager, sink) = (io.files, io.stager, io.sink);
     match bound.judge(message.id, &message.created_at) {
         Verdict::Dispatch => {}
-        verdict => {
-            debug!(account = %account.id, rowid = message.id, ?verdict, "skipping a row beyond bridge.replay");
-            return Ok(());
-        }
+        // Counted by the bound and summarised once per catch-up: no log line and no write per row.
+        Verdict::TooMany | Verdict::TooOld => return Ok(()),
     }
     if !carry.recent.insert(&message.guid) {
         debug!(account = %account.id, rowid = message.id, guid = %message.guid, "skipping a message already delivered");
@@ -260,7 +166,7 @@ async fn deliver(
                 }
                 Ok(Delivery::Rejected(reason)) => {
                     carry.status.metrics.inc_sink_rejected(&account.id);
-                    warn!(account = %account.id, rowid = message.id, id = %envelope.id, "the agent rejected the envelope for good: {reason}");
+                    dead_letter(account, carry, &envelope, &reason);
                     Ok(())
                 }
                 Err(err) => Err(err),
@@ -276,6 +182,23 @@ async fn deliver(
     Ok(())
 }
 
+/// Keep an envelope the sink can never accept in the dead-letter folder and move on: a poison
+/// message must not stall the account (docs/reliability.md, "Dead letters").
+fn dead_letter(account: &AccountRuntime, carry: &Carry, envelope: &crate::envelope::Envelope, reason: &str) {
+    let state_dir = &account.channel.state_dir;
+    carry.status.metrics.inc_dead_letters(&account.id);
+    match crate::sink::dead_letter::write(state_dir, &account.id, envelope, reason) {
+        Ok(path) => warn!(
+            account = %account.id, rowid = envelope.rowid, id = %envelope.id,
+            "the agent can never accept this envelope ({reason}); dead-lettered to {}", path.display()
+        ),
+        Err(err) => warn!(
+            account = %account.id, rowid = envelope.rowid, id = %envelope.id,
+            "the agent can never accept this envelope ({reason}); cannot write the dead letter: {err}"
+        ),
+    }
+}
+
 /// Whether a `failed` attachment of `envelope` may be the connection's doing: it is gone now.
 fn connection_lost_during_staging(envelope: &crate::envelope::Envelope, files: &Files) -> bool {
     let failed = envelope
@@ -283,14 +206,6 @@ fn connection_lost_during_staging(envelope: &crate::envelope::Envelope, files: &
         .iter()
         .any(|m| m.status == crate::envelope::MediaStatus::Failed);
     failed && matches!(files, Files::Remote(remote) if remote.connection().is_closed())
-}
-
-/// Sleep until `deadline`, or forever without one (a `select!` branch that never fires).
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Keep the media cache within its bounds; cheap enough to run after each message with media.
@@ -301,60 +216,4 @@ fn sweep_cache(account: &AccountRuntime, carry: &Carry) {
         account.media.cache_max_age,
         &carry.in_flight,
     );
-}
-
-fn summarize(account: &AccountRuntime, bound: &ReplayBound) {
-    if bound.skipped() == 0 {
-        info!(account = %account.id, "caught up");
-        return;
-    }
-    warn!(
-        account = %account.id,
-        skipped = bound.skipped(),
-        beyond_max_rows = bound.too_many,
-        older_than_max_age = bound.too_old,
-        "caught up; skipped {} missed rows beyond bridge.replay (maxRows {}, maxAgeMinutes {})",
-        bound.skipped(),
-        account.replay.max_rows,
-        account.replay.max_age_minutes
-    );
-}
-
-enum Parsed {
-    Message(Box<Message>),
-    Ignored,
-    Ended(String),
-}
-
-fn parse(account: &AccountRuntime, notification: &Notification) -> Parsed {
-    match notification.method.as_str() {
-        "message" => {}
-        "error" => {
-            let message = notification
-                .params
-                .pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("");
-            return Parsed::Ended(format!(
-                "imsg reported a watch error: {}",
-                truncate_chars(message, 200)
-            ));
-        }
-        "watch.overflow" => return Parsed::Ended("imsg reported watch.overflow".to_string()),
-        other => {
-            debug!(method = other, "ignoring notification");
-            return Parsed::Ignored;
-        }
-    }
-    let Some(raw) = notification.params.get("message") else {
-        warn!(account = %account.id, "dropping a message notification without a message");
-        return Parsed::Ignored;
-    };
-    match serde_json::from_value(raw.clone()) {
-        Ok(message) => Parsed::Message(Box::new(message)),
-        Err(err) => {
-            warn!(account = %account.id, %err, "dropping a malformed message payload");
-            Parsed::Ignored
-        }
-    }
 }

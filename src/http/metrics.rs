@@ -40,11 +40,14 @@ enum Family {
     SftpBytes,
     SftpPulls,
     SinkRejected,
+    DeadLetters,
+    WatchOverflows,
+    ReplaySkipped,
     CursorRowid,
     Connected,
 }
 
-const FAMILIES: [Family; 11] = [
+const FAMILIES: [Family; 14] = [
     Family::MessagesIn,
     Family::MessagesDispatched,
     Family::MessagesDropped,
@@ -54,6 +57,9 @@ const FAMILIES: [Family; 11] = [
     Family::SftpBytes,
     Family::SftpPulls,
     Family::SinkRejected,
+    Family::DeadLetters,
+    Family::WatchOverflows,
+    Family::ReplaySkipped,
     Family::CursorRowid,
     Family::Connected,
 ];
@@ -120,6 +126,24 @@ impl Family {
             Family::SinkRejected => (
                 "sink_rejected_total",
                 "Envelopes the agent sink rejected permanently.",
+                Kind::Counter,
+                &["account"],
+            ),
+            Family::DeadLetters => (
+                "dead_letters_total",
+                "Envelopes the sink can never accept, written to stateDir/dead-letter instead.",
+                Kind::Counter,
+                &["account"],
+            ),
+            Family::WatchOverflows => (
+                "watch_overflows_total",
+                "Watch buffers that overflowed (imsg's or ours); each resubscribes from the cursor at once.",
+                Kind::Counter,
+                &["account"],
+            ),
+            Family::ReplaySkipped => (
+                "replay_skipped_total",
+                "Rows missed while away that bridge.replay skipped (beyond maxRows or older than maxAgeMinutes).",
                 Kind::Counter,
                 &["account"],
             ),
@@ -220,6 +244,21 @@ impl Metrics {
     /// One envelope permanently rejected by the sink (webhook 4xx).
     pub fn inc_sink_rejected(&self, account: &str) {
         self.add(Family::SinkRejected, &[account], 1);
+    }
+
+    /// One envelope written to the dead-letter folder instead of the sink.
+    pub fn inc_dead_letters(&self, account: &str) {
+        self.add(Family::DeadLetters, &[account], 1);
+    }
+
+    /// One watch overflow (imsg's `watch.overflow` or our own subscription queue).
+    pub fn inc_watch_overflows(&self, account: &str) {
+        self.add(Family::WatchOverflows, &[account], 1);
+    }
+
+    /// `rows` more backlog rows skipped by `bridge.replay`.
+    pub fn add_replay_skipped(&self, account: &str, rows: u64) {
+        self.add(Family::ReplaySkipped, &[account], rows);
     }
 
     /// The account's cursor now stands at `rowid`.

@@ -1,6 +1,7 @@
 //! The typed `imsg` protocol over the JSON-RPC client: the capability probe (`initialize`, with the
 //! baseline fallback) and the methods the bridge calls.
 
+mod events;
 mod types;
 
 use std::time::Duration;
@@ -8,10 +9,23 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::rpc::{RpcClient, RpcError, Subscription};
+pub use events::WatchEvent;
 pub use types::{Attachment, Chat, Message, SendResult, WatchParams};
 
 /// JSON-RPC "method not found": what a pre-0.14 server answers to `initialize`.
 pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC "invalid params": what a server answers to a key or value it does not accept.
+pub const INVALID_PARAMS: i64 = -32602;
+
+/// One page of `messages.after`: rows after a ROWID, ascending.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    /// The server's scan cursor: it may pass rows it did not return (tapbacks, rows not yet joined
+    /// to a chat), so the next page starts here.
+    pub next_rowid: i64,
+    pub has_more: bool,
+}
 
 /// Which protocol generation the server speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,11 +99,37 @@ impl ImsgClient {
         let params = json!({"since_rowid": (rowid - 1).max(0), "limit": 1, "attachments": true});
         let result = match self.call("messages.after", params).await {
             Ok(result) => result,
-            Err(err) if err.code() == Some(-32601) => return Ok(None),
+            Err(err) if err.code() == Some(METHOD_NOT_FOUND) => return Ok(None),
             Err(err) => return Err(err),
         };
         let messages: Vec<Message> = parse_field(&result, "messages", "messages.after")?;
         Ok(messages.into_iter().find(|m| m.id == rowid))
+    }
+
+    /// `messages.after` (protocol v1): up to `limit` messages after `since_rowid`, ROWID ascending.
+    /// `None` when the server lacks the method (a baseline server).
+    pub async fn messages_after(
+        &self,
+        since_rowid: i64,
+        limit: u32,
+        attachments: bool,
+    ) -> Result<Option<Page>, RpcError> {
+        let mut params = json!({"since_rowid": since_rowid.max(0), "limit": limit.max(1)});
+        if attachments {
+            params["attachments"] = Value::Bool(true);
+        }
+        let result = match self.call("messages.after", params).await {
+            Ok(result) => result,
+            Err(err) if err.code() == Some(METHOD_NOT_FOUND) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let messages: Vec<Message> = parse_field(&result, "messages", "messages.after")?;
+        let last = messages.last().map_or(since_rowid, |m| m.id);
+        Ok(Some(Page {
+            next_rowid: result.get("next_rowid").and_then(Value::as_i64).unwrap_or(last),
+            has_more: result.get("has_more").and_then(Value::as_bool).unwrap_or(false),
+            messages,
+        }))
     }
 
     /// The ROWID of the newest message the server can see (0 when there is none): where a fresh
@@ -101,8 +141,23 @@ impl ImsgClient {
         Ok(self.history(chat.id, 1, false).await?.first().map_or(0, |m| m.id))
     }
 
-    /// `watch.subscribe`; notifications that race the answer are kept.
+    /// `watch.subscribe`; notifications that race the answer are kept. A `buffer_limit` the server
+    /// refuses (`-32602`: a server without the key, or a smaller maximum) is dropped and the
+    /// subscription asked again with the server's default.
     pub async fn watch(&self, params: &WatchParams) -> Result<Subscription, RpcError> {
+        match self.subscribe(params).await {
+            Err(err) if err.code() == Some(INVALID_PARAMS) && params.buffer_limit.is_some() => {
+                let plain = WatchParams {
+                    buffer_limit: None,
+                    ..params.clone()
+                };
+                self.subscribe(&plain).await
+            }
+            other => other,
+        }
+    }
+
+    async fn subscribe(&self, params: &WatchParams) -> Result<Subscription, RpcError> {
         let params = serde_json::to_value(params).map_err(|e| RpcError::BadResult {
             method: "watch.subscribe".into(),
             detail: e.to_string(),

@@ -103,6 +103,10 @@ pub struct WatchParams {
     pub since_rowid: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub attachments: bool,
+    /// Notifications imsg may queue for us before it ends the stream with `watch.overflow`
+    /// (protocol v1 only, 1…4096; the server's default is 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_limit: Option<u32>,
 }
 
 /// The result of `send` (ids are best effort: imsg may not find its own row in time).
@@ -148,8 +152,19 @@ mod tests {
         let params = serde_json::to_value(WatchParams {
             since_rowid: Some(12),
             attachments: false,
+            buffer_limit: None,
         })
         .unwrap();
         assert_eq!(params, json!({"since_rowid": 12}));
+        let params = serde_json::to_value(WatchParams {
+            since_rowid: Some(12),
+            attachments: true,
+            buffer_limit: Some(4096),
+        })
+        .unwrap();
+        assert_eq!(
+            params,
+            json!({"since_rowid": 12, "attachments": true, "buffer_limit": 4096})
+        );
     }
 }

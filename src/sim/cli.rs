@@ -116,6 +116,12 @@ struct InjectArgs {
     /// symlink, unreadable, outside the attachment store, or not exist yet.
     #[arg(long, value_name = "PATH")]
     attachment_ref: Vec<PathBuf>,
+    /// Write N messages in one transaction, texts numbered `TEXT 1` … `TEXT N` (a backlog at once).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+    /// Use this guid for the row instead of a fresh one (for tests of hostile guids).
+    #[arg(long, value_name = "GUID", conflicts_with = "count")]
+    guid: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -313,15 +319,24 @@ fn run_inject(args: &InjectArgs, json: bool) -> Result<(), SimError> {
         text: args.text.clone(),
         attachments: args.attachment.clone(),
         attachment_refs: args.attachment_ref.clone(),
+        count: args.count,
+        guid: args.guid.clone(),
     };
-    let injected = db::inject(&expand_tilde(&args.db), &spec)?;
-    if json {
-        println!(
+    let rows = db::inject_many(&expand_tilde(&args.db), &spec)?;
+    match (rows.as_slice(), json) {
+        ([one], true) => println!(
             "{}",
-            json!({"id": injected.id, "guid": injected.guid, "chat_id": injected.chat_id})
-        );
-    } else {
-        println!("{} {}", injected.id, injected.guid);
+            json!({"id": one.id, "guid": one.guid, "chat_id": one.chat_id})
+        ),
+        ([one], false) => println!("{} {}", one.id, one.guid),
+        ([first, .., last], true) => println!(
+            "{}",
+            json!({"count": rows.len(), "first_id": first.id, "last_id": last.id, "chat_id": first.chat_id})
+        ),
+        ([first, .., last], false) => {
+            println!("{} messages, rowid {}..{}", rows.len(), first.id, last.id)
+        }
+        ([], _) => {}
     }
     Ok(())
 }

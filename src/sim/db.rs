@@ -136,6 +136,11 @@ pub struct InjectSpec {
     pub attachments: Vec<PathBuf>,
     /// Absolute paths recorded as attachments as they are, without copying (they may not exist yet).
     pub attachment_refs: Vec<PathBuf>,
+    /// How many messages to write in the one transaction (0 and 1 both mean one); with more than one,
+    /// each text gets its number appended (`text 1`, `text 2`, …).
+    pub count: u32,
+    /// The guid of the row instead of a fresh one (tests of hostile guids); only with one message.
+    pub guid: Option<String>,
 }
 
 /// The row `inject` wrote.
@@ -148,18 +153,16 @@ pub struct Injected {
 
 /// Insert an incoming message (`is_from_me = 0`) the way Messages would, in one transaction.
 pub fn inject(path: &Path, spec: &InjectSpec) -> Result<Injected, SimError> {
-    let from = spec.from.trim();
-    if from.is_empty() {
-        return Err(SimError::BadInput("--from must name a handle".into()));
-    }
-    if spec.chat_guid.is_some() && spec.group.is_some() {
-        return Err(SimError::BadInput(
-            "use either a chat guid or a group name, not both".into(),
-        ));
-    }
-    if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
-        return Err(SimError::BadInput("the group name must not be empty".into()));
-    }
+    let rows = inject_many(path, spec)?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| SimError::BadInput("nothing was injected".into()))
+}
+
+/// Insert `spec.count` incoming messages in one transaction (a backlog that arrived at once), texts
+/// numbered from 1 when there is more than one. Returns the rows in ROWID order.
+pub fn inject_many(path: &Path, spec: &InjectSpec) -> Result<Vec<Injected>, SimError> {
+    check_inject(spec)?;
     // Copy the files first, so the write lock is not held while large files are copied.
     let mut stored = spec
         .attachments
@@ -172,6 +175,7 @@ pub fn inject(path: &Path, spec: &InjectSpec) -> Result<Injected, SimError> {
 
     let mut conn = open(path)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = spec.from.trim();
     let chat = match (&spec.chat_guid, &spec.group) {
         (Some(guid), _) => chat_for_guid(&tx, guid, &spec.participants)?,
         (None, Some(name)) => group_chat_named(&tx, name.trim(), &spec.participants)?,
@@ -179,32 +183,70 @@ pub fn inject(path: &Path, spec: &InjectSpec) -> Result<Injected, SimError> {
     };
     let handle_id = find_or_create_handle(&tx, from, &chat.service)?;
     join_handle(&tx, chat.id, handle_id)?;
-    let date = apple_ns_now();
-    let (id, guid) = insert_message(
-        &tx,
-        &NewMessage {
+    let count = spec.count.max(1);
+    let mut injected = Vec::with_capacity(count as usize);
+    for number in 1..=count {
+        let text = if count > 1 {
+            format!("{} {number}", spec.text)
+        } else {
+            spec.text.clone()
+        };
+        let date = apple_ns_now();
+        let (id, guid) = insert_message(
+            &tx,
+            &NewMessage {
+                chat_id: chat.id,
+                text: Some(text),
+                handle_id,
+                service: chat.service.clone(),
+                date,
+                is_from_me: false,
+                destination_caller_id: Some(SELF_HANDLE.to_string()),
+                is_sent: false,
+                is_delivered: true,
+                room_name: chat.group_identifier(),
+                has_attachments: !stored.is_empty(),
+                guid: spec.guid.clone(),
+            },
+        )?;
+        for file in &stored {
+            attach(&tx, id, file, date, false)?;
+        }
+        injected.push(Injected {
+            id,
+            guid,
             chat_id: chat.id,
-            text: Some(spec.text.clone()),
-            handle_id,
-            service: chat.service.clone(),
-            date,
-            is_from_me: false,
-            destination_caller_id: Some(SELF_HANDLE.to_string()),
-            is_sent: false,
-            is_delivered: true,
-            room_name: chat.group_identifier(),
-            has_attachments: !stored.is_empty(),
-        },
-    )?;
-    for file in &stored {
-        attach(&tx, id, file, date, false)?;
+        });
     }
     tx.commit()?;
-    Ok(Injected {
-        id,
-        guid,
-        chat_id: chat.id,
-    })
+    Ok(injected)
+}
+
+/// Refuse an inject that cannot be written as asked.
+fn check_inject(spec: &InjectSpec) -> Result<(), SimError> {
+    if spec.from.trim().is_empty() {
+        return Err(SimError::BadInput("--from must name a handle".into()));
+    }
+    if spec.chat_guid.is_some() && spec.group.is_some() {
+        return Err(SimError::BadInput(
+            "use either a chat guid or a group name, not both".into(),
+        ));
+    }
+    if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        return Err(SimError::BadInput("the group name must not be empty".into()));
+    }
+    let many = spec.count > 1;
+    if many && !(spec.attachments.is_empty() && spec.attachment_refs.is_empty()) {
+        return Err(SimError::BadInput(
+            "--count cannot be combined with attachments (each attachment row is one file)".into(),
+        ));
+    }
+    if many && spec.guid.is_some() {
+        return Err(SimError::BadInput(
+            "--guid names one row: it cannot be combined with --count".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The chat a new row goes into.
@@ -392,11 +434,16 @@ pub(crate) struct NewMessage {
     /// `cache_roomnames` (the group identifier for group messages).
     pub room_name: Option<String>,
     pub has_attachments: bool,
+    /// The row's guid; `None` makes a fresh one, as Messages does.
+    pub guid: Option<String>,
 }
 
 /// Insert a message row and its `chat_message_join` (with `message_date = date`); returns (ROWID, guid).
 pub(crate) fn insert_message(tx: &Transaction<'_>, m: &NewMessage) -> rusqlite::Result<(i64, String)> {
-    let guid = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let guid = m
+        .guid
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().to_uppercase());
     tx.execute(
         "INSERT INTO message (guid, text, handle_id, service, date, is_from_me, is_sent, is_delivered,
                               is_finished, is_read, destination_caller_id, cache_roomnames,
@@ -525,6 +572,37 @@ mod tests {
             })
             .unwrap();
         assert_eq!(date, msg_date);
+    }
+
+    #[test]
+    fn injects_a_numbered_backlog_in_one_transaction() {
+        let (_dir, path) = fresh(false);
+        let mut s = spec("+14155551212", "backlog");
+        s.count = 250;
+        let rows = inject_many(&path, &s).unwrap();
+        assert_eq!(rows.len(), 250);
+        assert!(rows.windows(2).all(|w| w[1].id == w[0].id + 1 && w[0].guid != w[1].guid));
+        let conn = open(&path).unwrap();
+        let texts: Vec<String> = conn
+            .prepare("SELECT text FROM message ORDER BY ROWID")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(texts.first().map(String::as_str), Some("backlog 1"));
+        assert_eq!(texts.last().map(String::as_str), Some("backlog 250"));
+    }
+
+    #[test]
+    fn keeps_a_given_guid_and_refuses_it_with_a_count() {
+        let (_dir, path) = fresh(false);
+        let mut s = spec("+14155551212", "hostile");
+        s.guid = Some("AB\r\nX-Injected: 1".into());
+        assert_eq!(inject(&path, &s).unwrap().guid, "AB\r\nX-Injected: 1");
+        s.count = 2;
+        let err = inject_many(&path, &s).unwrap_err().to_string();
+        assert!(err.contains("--guid"), "{err}");
     }
 
     #[test]

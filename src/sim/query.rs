@@ -295,19 +295,27 @@ pub fn attachments(conn: &Connection, message_id: i64) -> rusqlite::Result<Vec<A
     .collect()
 }
 
-/// Tapback rows aimed at `guid` (exactly, or as `…/<guid>`; `bp:<guid>` does not count), by date.
+/// Highest message part a tapback's `p:N/<guid>` target is looked up for.
+const MAX_PART: usize = 63;
+
+/// Tapback rows aimed at `guid` (exactly, or as `p:N/<guid>` for parts up to [`MAX_PART`]; `bp:<guid>`
+/// does not count), by date. The targets are listed exactly so that SQLite uses the index on
+/// `associated_message_guid`: a suffix match would scan the whole table once per message, which
+/// made a page of a large chat.db take seconds.
 pub fn reaction_rows(conn: &Connection, guid: &str) -> rusqlite::Result<Vec<ReactionRow>> {
-    let mut stmt = conn.prepare_cached(
+    let targets: Vec<String> = std::iter::once(guid.to_string())
+        .chain((0..=MAX_PART).map(|part| format!("p:{part}/{guid}")))
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT m.ROWID, m.associated_message_type, COALESCE(NULLIF(h.id, ''), m.destination_caller_id, ''),
                 m.is_from_me, m.date, m.text, m.associated_message_emoji
          FROM message m LEFT JOIN handle h ON h.ROWID = m.handle_id
-         WHERE m.associated_message_type BETWEEN 2000 AND 3006
-           AND (m.associated_message_guid = ?1
-                OR (length(m.associated_message_guid) > length(?1)
-                    AND substr(m.associated_message_guid, -length(?1) - 1) = '/' || ?1))
+         WHERE m.associated_message_guid IN ({})
+           AND m.associated_message_type BETWEEN 2000 AND 3006
          ORDER BY m.date ASC, m.ROWID ASC",
-    )?;
-    stmt.query_map(params![guid], |r| {
+        vec!["?"; targets.len()].join(", ")
+    ))?;
+    stmt.query_map(rusqlite::params_from_iter(&targets), |r| {
         Ok(ReactionRow {
             rowid: r.get(0)?,
             associated_message_type: r.get(1)?,

@@ -344,6 +344,7 @@ fn write_rows(
         is_delivered: false,
         room_name: is_group.then(|| chat.identifier.clone()),
         has_attachments: false,
+        guid: None,
     };
     let mut rowids = Vec::new();
     let text_row = if req.text.is_empty() {

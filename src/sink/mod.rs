@@ -1,6 +1,7 @@
 //! Agent hand-off: where accepted envelopes go. Delivery is at-least-once: the caller advances the
 //! cursor only after `deliver` returned Ok.
 
+pub mod dead_letter;
 pub mod exec;
 pub mod reply;
 pub mod webhook;

@@ -343,19 +343,30 @@ impl Subscription {
 
     /// The next event. Cancel-safe: nothing is lost if the future is dropped.
     pub async fn next(&mut self) -> SubscriptionEvent {
-        match self.rx.try_recv() {
-            Ok(notification) => return SubscriptionEvent::Notification(notification),
-            Err(mpsc::error::TryRecvError::Empty) if self.overflowed.load(Ordering::Relaxed) => {
-                return SubscriptionEvent::Overflow;
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                return SubscriptionEvent::Closed(self.client.close_error());
-            }
-            Err(mpsc::error::TryRecvError::Empty) => {}
+        if let Some(event) = self.try_next() {
+            return event;
         }
         match self.rx.recv().await {
             Some(notification) => SubscriptionEvent::Notification(notification),
             None => SubscriptionEvent::Closed(self.client.close_error()),
+        }
+    }
+}
+
+impl Subscription {
+    /// The next event if one is ready now, without waiting: lets the consumer take a batch of what
+    /// has arrived and commit its cursor once for all of it.
+    pub fn try_next(&mut self) -> Option<SubscriptionEvent> {
+        match self.rx.try_recv() {
+            Ok(notification) => Some(SubscriptionEvent::Notification(notification)),
+            // Queued notifications come first: everything before the drop point is still valid.
+            Err(mpsc::error::TryRecvError::Empty) if self.overflowed.load(Ordering::Relaxed) => {
+                Some(SubscriptionEvent::Overflow)
+            }
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                Some(SubscriptionEvent::Closed(self.client.close_error()))
+            }
         }
     }
 }
