@@ -8,6 +8,7 @@
 //! | `--fault-db-unavailable` | `IMSG_SIM_FAULT_DB_UNAVAILABLE=1` | chat.db cannot be opened, as without Full Disk Access. Strict: database calls fail with `-32002 Database unavailable` (`data: {path, detail, retryable: true}`) and `status.database.ready` is false. Baseline: every request fails with `-32603` and the permission banner (`Permission Error … Full Disk Access`) as `data`. |
 //! | `--fault-echo-race` | `IMSG_SIM_FAULT_ECHO_RACE=1` | `send` first writes its rows with `is_from_me = 0` and flips them to 1 about 200 ms later, like Messages does (imsg issues #72/#80): a watch with a short debounce reports your own message as inbound. |
 //! | `--fault-watch-death-after N` | `IMSG_SIM_FAULT_WATCH_DEATH_AFTER=N` | each subscription emits an `error` notification after N `message` notifications and stops, like a watch whose SQLite reads fail. |
+//! | `--fault-max-buffer-limit N` | `IMSG_SIM_FAULT_MAX_BUFFER_LIMIT=N` | strict watches accept a `buffer_limit` of at most N (more is `-32602`) and default to at most N, like a server with a smaller buffer: a consumer that falls behind gets `watch.overflow` soon. |
 //! | `--fault-send-fails` | `IMSG_SIM_FAULT_SEND_FAILS=1` | `send` fails with `-32603` and data `AppleScript failed: Not authorized to send Apple events to Messages. (-1743)` (Automation permission denied); nothing is written. |
 //!
 //! To add a knob: add a field here (flag, variable, doc line), add a row to the table above and to
@@ -36,6 +37,15 @@ pub struct Faults {
         value_name = "N"
     )]
     pub watch_death_after: Option<u64>,
+
+    /// Strict watches: accept a `buffer_limit` of at most N (default at most N), so they overflow soon.
+    #[arg(
+        long = "fault-max-buffer-limit",
+        env = "IMSG_SIM_FAULT_MAX_BUFFER_LIMIT",
+        value_name = "N",
+        value_parser = clap::value_parser!(i64).range(1..=4096)
+    )]
+    pub max_buffer_limit: Option<i64>,
 
     /// Fail every send like a denied Automation permission (AppleScript error -1743).
     #[arg(long = "fault-send-fails", env = "IMSG_SIM_FAULT_SEND_FAILS", value_parser = BoolishValueParser::new())]

@@ -241,7 +241,9 @@ struct WatchSpec {
     buffer_limit: i64,
 }
 
-fn parse_spec(p: &Params) -> Result<(WatchSpec, Option<i64>), RpcError> {
+/// `max_buffer` is the largest `buffer_limit` this server accepts ([`MAX_BUFFER_LIMIT`] unless a
+/// fault lowers it).
+fn parse_spec(p: &Params, max_buffer: i64) -> Result<(WatchSpec, Option<i64>), RpcError> {
     p.allow(STRICT_KEYS)?;
     let strict = p.dialect().is_strict();
     let debounce_ms = p
@@ -255,10 +257,10 @@ fn parse_spec(p: &Params) -> Result<(WatchSpec, Option<i64>), RpcError> {
     let buffer_limit = if strict {
         let n = p
             .int_any(&["buffer_limit", "bufferLimit"])?
-            .unwrap_or(DEFAULT_BUFFER_LIMIT);
-        if !(1..=MAX_BUFFER_LIMIT).contains(&n) {
+            .unwrap_or(DEFAULT_BUFFER_LIMIT.min(max_buffer));
+        if !(1..=max_buffer).contains(&n) {
             return Err(RpcError::invalid_params(format!(
-                "buffer_limit must be between 1 and {MAX_BUFFER_LIMIT}"
+                "buffer_limit must be between 1 and {max_buffer}"
             )));
         }
         n
@@ -352,7 +354,8 @@ async fn prepare(
 ) -> Result<(WatchSpec, Option<tokio_watch::Receiver<u64>>, Connection, i64), RpcError> {
     let backend = &server.backend;
     let p = Params::new("watch.subscribe", params, backend.dialect)?;
-    let (spec, since) = parse_spec(&p)?;
+    let max_buffer = backend.faults.max_buffer_limit.unwrap_or(MAX_BUFFER_LIMIT);
+    let (spec, since) = parse_spec(&p, max_buffer)?;
     // Fail fast (and without starting a feed) when the database cannot be opened.
     let pool = Arc::clone(&backend.pool);
     let conn = tokio::task::spawn_blocking(move || pool.open_dedicated())

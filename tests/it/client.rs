@@ -121,6 +121,7 @@ async fn watch_replays_after_the_cursor_and_then_streams_new_rows() {
         .watch(&WatchParams {
             since_rowid: Some(oldest_first[0]),
             attachments: false,
+            buffer_limit: None,
         })
         .await
         .unwrap();
@@ -135,6 +136,7 @@ async fn watch_replays_after_the_cursor_and_then_streams_new_rows() {
         .watch(&WatchParams {
             since_rowid: Some(-1),
             attachments: false,
+            buffer_limit: None,
         })
         .await
         .unwrap();

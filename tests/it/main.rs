@@ -8,6 +8,7 @@
 
 mod agents;
 mod api;
+mod backlog;
 mod channel;
 mod client;
 mod config;

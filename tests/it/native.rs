@@ -232,6 +232,47 @@ fn sigkill_mid_burst_and_a_restart_lose_nothing() {
     assert!(repeated <= 1, "{repeated} repeated: {second_nums:?}");
 }
 
+#[test]
+fn a_ten_thousand_message_backlog_over_ssh_arrives_whole_without_an_overflow() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let mut config_text = std::fs::read_to_string(write_config(&mac, &ssh_block(&sshd, sshd.port, ""))).unwrap();
+    config_text = config_text.replace(
+        "bridge: {",
+        "bridge: { replay: { maxRows: 20000, maxAgeMinutes: 10000 },",
+    );
+    let config = mac.dir.path().join("config.json5");
+    std::fs::write(&config, config_text).unwrap();
+    let first = Bridge::start(&config, &["run"]);
+    first.wait_for_log("watching for messages");
+    first.stop(SIGTERM);
+
+    let spec = InjectSpec {
+        from: FROM.into(),
+        text: "backlog".into(),
+        count: 10_000,
+        ..Default::default()
+    };
+    imsg_bridge::sim::db::inject_many(&mac.db, &spec).unwrap();
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("caught up");
+    bridge.wait_for_lines(10_000);
+    let log = bridge.stderr().join("\n");
+    let (_, lines) = bridge.stop(SIGTERM);
+    let texts: Vec<String> = envelopes(&lines)
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (1..=10_000).map(|i| format!("backlog {i}")).collect();
+    assert!(texts == expected, "all 10,000 once, in order (got {})", texts.len());
+    assert!(!log.contains("overflow"), "no watch overflowed:\n{log}");
+    assert!(
+        !log.contains("connection lost") && !log.contains("reconnecting"),
+        "one connection:\n{log}"
+    );
+    assert!(!log.contains("beyond bridge.replay"), "nothing skipped:\n{log}");
+}
+
 /// Run `imsg-bridge chats` with extra environment; returns (exit code, stdout, stderr).
 fn chats(config: &Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let out = Command::new(imsg_bridge_bin())
