@@ -23,6 +23,7 @@ use crate::gateway::channel::ChannelRuntime;
 use crate::gateway::{AccountRuntime, MediaRuntime};
 use crate::policy::Settings;
 use crate::transport::resolve::{self, ResolveError};
+use crate::util::escape::EscapingFields;
 
 /// Connect an agent gateway to iMessage on a Mac running imsg.
 #[derive(Debug, Parser)]
@@ -250,7 +251,9 @@ fn init_logging(cli: &Cli) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match cli.log_format {
-        LogFormat::Text => builder.init(),
+        // Text lines escape control characters in every value, so a guid or text with CR/LF cannot
+        // forge a line (docs/security.md); JSON lines are escaped by the JSON encoding itself.
+        LogFormat::Text => builder.fmt_fields(EscapingFields).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

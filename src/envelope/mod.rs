@@ -18,7 +18,8 @@ pub const CHANNEL: &str = "imessage";
 /// One inbound message as handed to the agent. Field names are snake_case and stable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
-    /// `imessage:<account>:<message guid>`: stable across redelivery, the idempotency key.
+    /// `imessage:<account>:<message guid>`: stable across redelivery, the idempotency key; characters
+    /// outside visible ASCII and `%` are percent-encoded (see [`envelope_id`]).
     pub id: String,
     pub account: String,
     pub channel: String,
@@ -144,15 +145,40 @@ pub fn session_key(ctx: &EnvelopeContext, chat_type: ChatType, chat_id: i64, pee
     }
 }
 
-/// The stable envelope id of a message.
+/// The stable envelope id of a message. The account and guid go through [`header_safe`], so the id
+/// is always one line and a valid HTTP header value (the webhook's `Idempotency-Key`, docs/envelope.md).
 pub fn envelope_id(account: &str, msg: &Message) -> String {
+    let account = header_safe(account);
     if msg.guid.is_empty() {
         // Very old schemas have no guid column; the ROWID is the next best stable key.
         format!("{CHANNEL}:{account}:rowid:{}", msg.id)
     } else {
-        format!("{CHANNEL}:{account}:{}", msg.guid)
+        format!("{CHANNEL}:{account}:{}", header_safe(&msg.guid))
     }
 }
+
+/// `raw` with every character outside visible ASCII (`!`..`~`), and `%` itself, percent-encoded as
+/// `%XX` (uppercase hex) of its UTF-8 bytes. Visible ASCII such as Messages' guids
+/// (`8DF1B3D7-…`, `p:0/…`) comes out unchanged; encoding `%` keeps the mapping one-to-one.
+pub fn header_safe(raw: &str) -> std::borrow::Cow<'_, str> {
+    let keep = |b: u8| b.is_ascii_graphic() && b != b'%';
+    if raw.bytes().all(keep) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for byte in raw.bytes() {
+        if keep(byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0F)]));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Parse imsg's timestamp; `None` when it is not RFC 3339.
 pub fn parse_timestamp(created_at: &str) -> Option<DateTime<Utc>> {

@@ -123,3 +123,55 @@ fn uses_the_rowid_when_a_message_has_no_guid() {
     };
     assert_eq!(envelope_id("bot", &msg), "imessage:bot:rowid:1979");
 }
+
+#[test]
+fn ids_are_header_safe_and_ordinary_guids_are_unchanged() {
+    let cases = [
+        (
+            "8DF1B3D7-2A4C-4E0B-9D3F-1C2B3A4D5E6F",
+            "imessage:default:8DF1B3D7-2A4C-4E0B-9D3F-1C2B3A4D5E6F",
+        ),
+        (
+            "p:0/8DF1B3D7-2A4C-4E0B-9D3F-1C2B3A4D5E6F",
+            "imessage:default:p:0/8DF1B3D7-2A4C-4E0B-9D3F-1C2B3A4D5E6F",
+        ),
+        (
+            "a!~\"#&'()*+,;=?@[]^_`{|}",
+            "imessage:default:a!~\"#&'()*+,;=?@[]^_`{|}",
+        ),
+        ("AB\r\nX-Injected: 1", "imessage:default:AB%0D%0AX-Injected:%201"),
+        ("tab\there", "imessage:default:tab%09here"),
+        ("nul\0del\x7f", "imessage:default:nul%00del%7F"),
+        ("100%", "imessage:default:100%25"),
+        ("%0D", "imessage:default:%250D"),
+        ("é", "imessage:default:%C3%A9"),
+        ("\u{202e}evil", "imessage:default:%E2%80%AEevil"),
+        ("\u{85}", "imessage:default:%C2%85"),
+    ];
+    for (guid, want) in cases {
+        let msg = Message {
+            guid: guid.into(),
+            ..group_message()
+        };
+        let id = envelope_id("default", &msg);
+        assert_eq!(id, want, "{guid:?}");
+        assert!(
+            reqwest::header::HeaderValue::from_str(&id).is_ok(),
+            "{id:?} is a valid header value"
+        );
+    }
+}
+
+#[test]
+fn distinct_guids_keep_distinct_ids() {
+    // `%` is encoded too, so a guid that looks like an escape cannot collide with the one it spells.
+    let id = |guid: &str| {
+        let msg = Message {
+            guid: guid.into(),
+            ..group_message()
+        };
+        envelope_id("default", &msg)
+    };
+    assert_ne!(id("A\nB"), id("A%0AB"));
+    assert_ne!(id("A B"), id("A%20B"));
+}

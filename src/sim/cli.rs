@@ -262,10 +262,12 @@ fn init_logging(global: &Global) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // Colour codes only for a person at a terminal; a parent process reading stderr gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Values are escaped so a hostile guid or text cannot forge a log line (docs/security.md).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        .fmt_fields(crate::util::escape::EscapingFields)
         .try_init();
 }
 

@@ -1,6 +1,7 @@
 //! The `webhook` sink: POST each envelope with `Idempotency-Key: <id>`. 2xx delivers (a body with
 //! `replies` is sent back); 5xx, timeouts and refused connections retry with backoff while the
-//! account's later messages wait; 4xx is a permanent rejection, logged and counted.
+//! account's later messages wait; 4xx, and a request that cannot even be built (an invalid header
+//! value), are permanent rejections that the gateway dead-letters (docs/agents.md).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -86,6 +87,8 @@ impl WebhookSink {
                     )));
                 }
                 Ok(response) => format!("HTTP {}", response.status()),
+                // The same request would fail the same way on every retry and stall the account.
+                Err(err) if err.is_builder() => return Ok(Delivery::Rejected(unbuildable(&err))),
                 Err(err) if err.is_timeout() => "timed out".to_string(),
                 Err(err) if err.is_connect() => "cannot connect".to_string(),
                 Err(err) => err.without_url().to_string(),
@@ -96,6 +99,70 @@ impl WebhookSink {
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(MAX_RETRY);
+        }
+    }
+}
+
+/// Why a request could not be built, without the URL (its query may carry a token) and without
+/// header values (they may be secrets): the error chain names only the kind of problem.
+fn unbuildable(err: &reqwest::Error) -> String {
+    let mut reason = String::from("the request cannot be built");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> Envelope {
+        let context = crate::envelope::EnvelopeContext {
+            account: "default".into(),
+            agent_id: "main".into(),
+            dm_scope: crate::config::DmScope::Main,
+            main_key: "main".into(),
+        };
+        let mut envelope = crate::envelope::normalize(&crate::imsg::Message::default(), &context);
+        envelope.id = id.into();
+        envelope
+    }
+
+    /// Deliver to a port nobody listens on: a retry would never end, a rejection comes at once.
+    async fn deliver_once(headers: &[(&str, &str)], id: &str) -> Delivery {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let sink = WebhookSink::new(
+            "http://127.0.0.1:9/hook",
+            headers,
+            Duration::from_secs(1),
+            CancellationToken::new(),
+        );
+        let envelope = envelope(id);
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sink.deliver(&envelope));
+        delivery.await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_rejected_not_retried() {
+        let cases: [(&[(&str, &str)], &str); 3] = [
+            (&[], "imessage:default:AB\r\nX-Injected: 1"),
+            (&[("X-Token", "secret\u{1}value")], "imessage:default:A"),
+            (&[("bad header", "v")], "imessage:default:A"),
+        ];
+        for (headers, id) in cases {
+            let Delivery::Rejected(reason) = deliver_once(headers, id).await else {
+                panic!("{headers:?} {id:?} was not rejected");
+            };
+            assert!(reason.starts_with("the request cannot be built"), "{reason}");
+            assert!(!reason.contains("secret"), "no header value in {reason}");
+            assert!(!reason.contains("127.0.0.1"), "no URL in {reason}");
         }
     }
 }

@@ -1,4 +1,7 @@
-//! Small helpers shared by several modules: home-directory expansion and atomic file writes.
+//! Small helpers shared by several modules: home-directory expansion, atomic file writes, and
+//! log-safe escaping of control characters (`escape`).
+
+pub mod escape;
 
 use std::path::{Path, PathBuf};
 

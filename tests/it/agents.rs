@@ -1,6 +1,8 @@
 //! Agent hand-off end to end over imsg-sim: an exec agent whose replies land in the right chats,
 //! and a webhook agent that fails for a while (503), rejects one envelope (4xx) and answers with
-//! replies — nothing lost, order kept, the same Idempotency-Key on every retry.
+//! replies — nothing lost, order kept, the same Idempotency-Key on every retry; and poison messages
+//! (a guid with CR/LF, an envelope the agent refuses for good) that must not stall the account
+//! (issue 12, item 6).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -12,15 +14,22 @@ use std::time::{Duration, Instant};
 use imsg_bridge::sim::db::{InjectSpec, inject};
 use serde_json::Value;
 
+use crate::sshd::free_port;
 use crate::support::{Bridge, OPEN_ACCESS, PATIENCE, SimMac, imsg_sim_bin};
 
 const SIGTERM: i32 = 15;
+const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn config_with_agent(mac: &SimMac, agent: &str) -> std::path::PathBuf {
+    config_with(mac, agent, "")
+}
+
+/// The same with more `bridge` keys (`extra_bridge` ends with a comma), such as `http`.
+fn config_with(mac: &SimMac, agent: &str, extra_bridge: &str) -> std::path::PathBuf {
     let path = mac.dir.path().join("config.json5");
     let text = format!(
         "{{ channels: {{ imessage: {{ cliPath: {cli:?}, dbPath: {db:?}, {OPEN_ACCESS} }} }},
-           bridge: {{ stateDir: {state:?}, agent: {agent} }} }}",
+           bridge: {{ stateDir: {state:?}, {extra_bridge} agent: {agent} }} }}",
         cli = imsg_sim_bin().display().to_string(),
         db = mac.db.display().to_string(),
         state = mac.state_dir().display().to_string(),
@@ -126,6 +135,7 @@ fn no_echo_of_an_echo(mac: &SimMac) -> bool {
 #[derive(Debug, Clone)]
 struct Seen {
     key: String,
+    id: String,
     text: String,
     status: u16,
 }
@@ -133,46 +143,39 @@ struct Seen {
 /// A webhook that answers 503 for its first `outage`, then 422 for texts containing "reject"
 /// and 200 with a reply otherwise.
 fn start_webhook(outage: Duration) -> (u16, Arc<Mutex<Vec<Seen>>>) {
+    let started = Mutex::new(None::<Instant>);
+    serve_webhook(move |text| {
+        let first = *started.lock().unwrap().get_or_insert_with(Instant::now);
+        if first.elapsed() < outage {
+            (503, String::new())
+        } else if text.contains("reject") {
+            (422, "{\"error\":\"not for me\"}".to_string())
+        } else {
+            (200, format!("{{\"replies\":[{{\"text\":\"got: {text}\"}}]}}"))
+        }
+    })
+}
+
+/// A real HTTP server on loopback that records every request and answers with `respond(text)`.
+fn serve_webhook(respond: impl Fn(&str) -> (u16, String) + Send + 'static) -> (u16, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let started = Arc::new(Mutex::new(None::<Instant>));
     std::thread::spawn({
         let seen = seen.clone();
         move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let (mut length, mut key) = (0usize, String::new());
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                loop {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                    let header = line.trim_end();
-                    if header.is_empty() {
-                        break;
-                    }
-                    let (name, value) = header.split_once(':').unwrap_or((header, ""));
-                    match name.to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.trim().parse().unwrap(),
-                        "idempotency-key" => key = value.trim().to_string(),
-                        _ => {}
-                    }
-                }
-                let mut body = vec![0u8; length];
-                reader.read_exact(&mut body).unwrap();
-                let envelope: Value = serde_json::from_slice(&body).unwrap();
+                let (key, envelope) = read_request(&stream);
                 let text = envelope["text"].as_str().unwrap_or_default().to_string();
-                let first = *started.lock().unwrap().get_or_insert_with(Instant::now);
-                let (status, answer) = if first.elapsed() < outage {
-                    (503, String::new())
-                } else if text.contains("reject") {
-                    (422, "{\"error\":\"not for me\"}".to_string())
-                } else {
-                    (200, format!("{{\"replies\":[{{\"text\":\"got: {text}\"}}]}}"))
-                };
-                seen.lock().unwrap().push(Seen { key, text, status });
+                let id = envelope["id"].as_str().unwrap_or_default().to_string();
+                let (status, answer) = respond(&text);
+                seen.lock().unwrap().push(Seen {
+                    key,
+                    id,
+                    text,
+                    status,
+                });
                 let reason = match status {
                     200 => "OK",
                     422 => "Unprocessable Entity",
@@ -187,6 +190,31 @@ fn start_webhook(outage: Duration) -> (u16, Arc<Mutex<Vec<Seen>>>) {
         }
     });
     (port, seen)
+}
+
+/// The `Idempotency-Key` header and the JSON body of one request.
+fn read_request(stream: &std::net::TcpStream) -> (String, Value) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let (mut length, mut key) = (0usize, String::new());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().unwrap(),
+            "idempotency-key" => key = value.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    (key, serde_json::from_slice(&body).unwrap())
 }
 
 #[test]
@@ -236,8 +264,171 @@ fn a_webhook_that_fails_for_a_while_loses_nothing_and_keeps_the_order() {
         "a 4xx is not retried: {seen:?}"
     );
     assert_eq!(sent_texts(&mac.db, chat), vec!["got: one", "got: three"]);
+    assert!(log.contains("dead-lettered"), "the rejection is logged: {log}");
+}
+
+/// Inject a direct message with a chosen guid through `imsg-sim inject --guid`, as a hostile row would be.
+fn inject_with_guid(mac: &SimMac, from: &str, text: &str, guid: &str) {
+    let out = Command::new(imsg_sim_bin())
+        .args(["inject", "--db"])
+        .arg(&mac.db)
+        .args(["--from", from, "--text", text, "--guid", guid])
+        .output()
+        .unwrap();
     assert!(
-        log.contains("rejected the envelope for good"),
-        "the rejection is logged: {log}"
+        out.status.success(),
+        "imsg-sim inject failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn delivered_texts(seen: &Mutex<Vec<Seen>>) -> Vec<String> {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.text.clone())
+        .collect()
+}
+
+#[test]
+fn a_guid_with_crlf_never_stalls_the_webhook_account_nor_forges_a_log_line() {
+    let mac = SimMac::new();
+    let (port, seen) = serve_webhook(|_| (200, String::new()));
+    let config = config_with_agent(
+        &mac,
+        &format!("{{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 2000 }}"),
+    );
+    // -vv: the trace `delivering` line quotes the text, so a raw CR/LF in it would reach the log.
+    let bridge = Bridge::start(&config, &["-vv", "run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_with_guid(
+        &mac,
+        "+15550001111",
+        "poison\r\nX-Injected: 2",
+        "AB\r\nX-Injected: 1",
+    );
+    dm(&mac, "+15550001111", "after the poison");
+    wait_until("both messages at the webhook", || {
+        delivered_texts(&seen).len() >= 2
+    });
+    let log = bridge.stderr().join("\n");
+    bridge.stop(SIGTERM);
+    assert_eq!(
+        delivered_texts(&seen),
+        vec!["poison\r\nX-Injected: 2", "after the poison"]
+    );
+    let seen = seen.lock().unwrap().clone();
+    let poison = &seen[0];
+    assert_eq!(poison.key, "imessage:default:AB%0D%0AX-Injected:%201");
+    assert_eq!(poison.key, poison.id, "the header is the envelope's id");
+    assert!(
+        !log.lines().any(|l| l.starts_with("X-Injected")),
+        "no forged log line:\n{log}"
+    );
+    assert!(
+        log.contains("poison\\r\\nX-Injected: 2"),
+        "the text is logged escaped:\n{log}"
+    );
+}
+
+#[test]
+fn json_logs_stay_one_object_per_line_when_a_message_carries_crlf() {
+    let mac = SimMac::new();
+    let config = mac.write_process_config("");
+    let bridge = Bridge::start(&config, &["--log-format", "json", "-vv", "run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_with_guid(
+        &mac,
+        "+15550001111",
+        "poison\r\nX-Injected: 2",
+        "AB\r\nX-Injected: 1",
+    );
+    bridge.wait_for_lines(1);
+    bridge.wait_for_log("delivering");
+    let log = bridge.stderr();
+    bridge.stop(SIGTERM);
+    for line in &log {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not a JSON line: {line:?}"
+        );
+    }
+}
+
+/// GET one path of the control API; returns (status, body).
+fn api_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn an_envelope_the_sink_can_never_accept_is_dead_lettered() {
+    let mac = SimMac::new();
+    let (port, seen) = serve_webhook(|text| {
+        if text.contains("reject") {
+            (422, "{\"error\":\"not for me\"}".to_string())
+        } else {
+            (200, String::new())
+        }
+    });
+    let api = free_port();
+    let config = config_with(
+        &mac,
+        &format!("{{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 2000 }}"),
+        &format!("http: {{ listen: \"127.0.0.1:{api}\", tokenEnv: \"IMSG_TEST_TOKEN\" }},"),
+    );
+    let bridge = Bridge::start_with_env(&config, &["run"], &[("IMSG_TEST_TOKEN", TOKEN)]);
+    bridge.wait_for_log("watching for messages");
+    dm(&mac, "+15550001111", "please reject this");
+    dm(&mac, "+15550001111", "the next one");
+    wait_until("the next message", || {
+        delivered_texts(&seen) == vec!["the next one"]
+    });
+    bridge.wait_for_log("dead-lettered");
+    let seen = seen.lock().unwrap().clone();
+    let rejected: Vec<&Seen> = seen.iter().filter(|s| s.status == 422).collect();
+    assert_eq!(rejected.len(), 1, "a 4xx is not retried: {seen:?}");
+    let path = mac
+        .state_dir()
+        .join("dead-letter/default")
+        .join(format!("{}.json", rejected[0].id));
+    let letter: Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .unwrap();
+    assert_eq!(letter["version"], 1);
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("422") && reason.contains("not for me"),
+        "{reason}"
+    );
+    assert!(
+        letter["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{letter}"
+    );
+    assert_eq!(letter["envelope"]["id"], rejected[0].id.as_str());
+    assert_eq!(letter["envelope"]["text"], "please reject this");
+    let (code, metrics) = api_get(api, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "imsg_bridge_dead_letters_total{account=\"default\"} 1"),
+        "{metrics}"
+    );
+    bridge.stop(SIGTERM);
 }
