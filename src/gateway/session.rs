@@ -166,10 +166,9 @@ pub(super) async fn deliver(
                 }
                 Ok(Delivery::Rejected(reason)) => {
                     carry.status.metrics.inc_sink_rejected(&account.id);
-                    dead_letter(account, carry, &envelope, &reason);
-                    Ok(())
+                    dead_letter(account, carry, &envelope, &reason)
                 }
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
             }
         }
         Outcome::Done => Ok(()),
@@ -178,25 +177,35 @@ pub(super) async fn deliver(
         carry.in_flight.remove(folder);
         sweep_cache(account, carry);
     }
-    delivered?;
-    Ok(())
+    if delivered.is_err() {
+        // Not handed over: the row comes again from the cursor and must not be taken for a repeat.
+        carry.recent.remove(&message.guid);
+    }
+    delivered
 }
 
 /// Keep an envelope the sink can never accept in the dead-letter folder and move on: a poison
-/// message must not stall the account (docs/reliability.md, "Dead letters").
-fn dead_letter(account: &AccountRuntime, carry: &Carry, envelope: &crate::envelope::Envelope, reason: &str) {
+/// message must not stall the account (docs/reliability.md, "Dead letters"). A dead letter that
+/// cannot be written is an error: the row is taken again after the backoff rather than lost.
+fn dead_letter(
+    account: &AccountRuntime,
+    carry: &Carry,
+    envelope: &crate::envelope::Envelope,
+    reason: &str,
+) -> Result<(), GatewayError> {
     let state_dir = &account.channel.state_dir;
+    let path = crate::sink::dead_letter::write(state_dir, &account.id, envelope, reason).map_err(|source| {
+        GatewayError::State(crate::state::StateError::Write {
+            path: crate::sink::dead_letter::dir(state_dir, &account.id),
+            source,
+        })
+    })?;
     carry.status.metrics.inc_dead_letters(&account.id);
-    match crate::sink::dead_letter::write(state_dir, &account.id, envelope, reason) {
-        Ok(path) => warn!(
-            account = %account.id, rowid = envelope.rowid, id = %envelope.id,
-            "the agent can never accept this envelope ({reason}); dead-lettered to {}", path.display()
-        ),
-        Err(err) => warn!(
-            account = %account.id, rowid = envelope.rowid, id = %envelope.id,
-            "the agent can never accept this envelope ({reason}); cannot write the dead letter: {err}"
-        ),
-    }
+    warn!(
+        account = %account.id, rowid = envelope.rowid, id = %envelope.id,
+        "the agent can never accept this envelope ({reason}); dead-lettered to {}", path.display()
+    );
+    Ok(())
 }
 
 /// Whether a `failed` attachment of `envelope` may be the connection's doing: it is gone now.

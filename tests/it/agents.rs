@@ -432,3 +432,44 @@ fn an_envelope_the_sink_can_never_accept_is_dead_lettered() {
     );
     bridge.stop(SIGTERM);
 }
+
+#[test]
+fn a_dead_letter_that_cannot_be_written_holds_the_cursor_until_it_can() {
+    let mac = SimMac::new();
+    let (port, seen) = serve_webhook(|text| {
+        if text.contains("reject") {
+            (422, String::new())
+        } else {
+            (200, String::new())
+        }
+    });
+    let config = config_with(
+        &mac,
+        &format!("{{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 2000 }}"),
+        "",
+    );
+    // A file where the dead-letter folder belongs: the write fails as on a full or read-only disk.
+    std::fs::create_dir_all(mac.state_dir()).unwrap();
+    let blocker = mac.state_dir().join("dead-letter");
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    dm(&mac, "+15550001111", "please reject this");
+    dm(&mac, "+15550001111", "the next one");
+    bridge.wait_for_log("backing off");
+    assert!(
+        delivered_texts(&seen).is_empty(),
+        "nothing passes the envelope that could not be set aside"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    wait_until("the next message after the retry", || {
+        delivered_texts(&seen) == vec!["the next one"]
+    });
+    let letters: Vec<_> = std::fs::read_dir(mac.state_dir().join("dead-letter/default"))
+        .unwrap()
+        .collect();
+    assert_eq!(letters.len(), 1, "the rejected envelope was kept, once");
+    let log = bridge.stderr().join("\n");
+    assert!(log.contains("dead-lettered"), "{log}");
+    bridge.stop(SIGTERM);
+}
