@@ -6,6 +6,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::api::{TOKEN, http};
+use crate::sshd::free_port;
 use crate::support::{Bridge, SimMac, imsg_sim_bin};
 
 const SIGTERM: i32 = 15;
@@ -71,12 +73,22 @@ fn five_restarts_after_a_thousand_message_backlog_each_deliver_exactly_the_newes
 fn imsg_watch_overflows_resubscribe_on_the_same_connection_and_lose_nothing() {
     let mac = SimMac::new();
     let config = mac.write_process_config("");
+    let api = free_port();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "bridge: {",
+        &format!("bridge: {{ http: {{ listen: \"127.0.0.1:{api}\", tokenEnv: \"IMSG_TEST_TOKEN\" }},"),
+    );
+    std::fs::write(&config, text).unwrap();
     // A server whose watch buffer holds one notification: any burst overflows it.
-    let env = [("IMSG_SIM_FAULT_MAX_BUFFER_LIMIT", "1")];
+    let env = [("IMSG_SIM_FAULT_MAX_BUFFER_LIMIT", "1"), ("IMSG_TEST_TOKEN", TOKEN)];
     let bridge = Bridge::start_with_env(&config, &["run"], &env);
     bridge.wait_for_log("watching for messages");
     inject_backlog(&mac, "live", 600);
     bridge.wait_for_lines(600);
+    let (_, status) = http(api, "GET", "/v1/status", Some(TOKEN), None);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let overflows = &status["accounts"]["default"]["counters"]["watch_overflows_total"];
+    assert!(overflows.as_i64().is_some_and(|n| n >= 1), "counted in /v1/status: {status}");
     let log = bridge.stderr().join("\n");
     let (code, lines) = bridge.stop(SIGTERM);
     assert_eq!(code, Some(0));
