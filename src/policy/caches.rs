@@ -56,7 +56,8 @@ impl SelfChatCache {
     }
 }
 
-/// Echo-loop detector: a conversation with 5 echo-ish drops within 60 s stops dispatching.
+/// Echo-loop detector: a conversation with 5 pieces of loop evidence within 60 s stops dispatching.
+/// What counts as evidence is the policy's decision (`DropReason::is_loop_hit`); this only counts.
 #[derive(Debug, Default)]
 pub struct LoopRateLimiter {
     hits: HashMap<String, VecDeque<u64>>,

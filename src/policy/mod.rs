@@ -23,6 +23,8 @@ pub use caches::{LoopRateLimiter, PendingEntry, PendingHistory, SelfChatCache};
 pub enum DropReason {
     MissingSender,
     AgentEchoInSelfChat,
+    /// One of our own rows that the echo cache recognises as something the bridge sent.
+    OwnSend,
     FromMe,
     GroupWithoutChatId,
     GroupPolicyDisabled,
@@ -46,6 +48,7 @@ impl DropReason {
         match self {
             Self::MissingSender => "missing sender",
             Self::AgentEchoInSelfChat => "agent echo in self-chat",
+            Self::OwnSend => "from me (our own send)",
             Self::FromMe => "from me",
             Self::GroupWithoutChatId => "group without chat_id",
             Self::GroupPolicyDisabled => "groupPolicy disabled",
@@ -64,7 +67,11 @@ impl DropReason {
         }
     }
 
-    /// Drops that count towards the echo-loop rate limiter (§5.5).
+    /// Drops that count towards the echo-loop rate limiter (§5.5): reflections of what we sent
+    /// (`Echo`, `SelfChatEcho`, `Reflected`) and own rows we did not send (`FromMe`). Our own
+    /// recognised sends (`OwnSend`) are not evidence: imsg reports every reply back as a from-me
+    /// row, so counting them silenced any conversation after five replies (docs/channel.md,
+    /// "Differences from OpenClaw", 1).
     fn is_loop_hit(self) -> bool {
         matches!(
             self,
@@ -224,10 +231,7 @@ impl Policy {
         let is_group = m.is_group || (chat_id.is_some() && allowlist_enabled && group_config.is_some());
 
         // Self-chat classification (§5.6), DMs only.
-        let echo_scope = match (is_group, chat_id) {
-            (true, Some(id)) => format!("{}:chat_id:{id}", s.account),
-            _ => format!("{}:imessage:{sender}", s.account),
-        };
+        let echo_scopes = echo_scopes(&s.account, sender, is_group, chat_id);
         let self_scope = match (is_group, chat_id) {
             (true, Some(id)) => format!("{}:chat_id:{id}:imessage:{sender_normalized}", s.account),
             _ => format!("{}:imessage:{sender_normalized}", s.account),
@@ -239,6 +243,10 @@ impl Policy {
             .filter(|i| !i.is_empty())
             .collect();
         let mut self_chat_checked = false;
+        let sent_by_us = echo_scopes.iter().any(|scope| {
+            self.echo
+                .has(scope, Some(inbound.body_text), &ids, guid.is_empty(), now_ms)
+        });
         if m.is_from_me {
             let identifier = normalize_handle(&m.chat_identifier);
             let destination = m
@@ -253,20 +261,14 @@ impl Policy {
             if ambiguous {
                 self.self_chat
                     .remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
-                return Decision::Drop(DropReason::FromMe);
+                return Decision::Drop(own_row(sent_by_us));
             }
             if !true_self {
-                return Decision::Drop(DropReason::FromMe);
+                return Decision::Drop(own_row(sent_by_us));
             }
             self.self_chat
                 .remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
-            if self.echo.has(
-                &echo_scope,
-                Some(inbound.body_text),
-                &ids,
-                guid.is_empty(),
-                now_ms,
-            ) {
+            if sent_by_us {
                 return Decision::Drop(DropReason::AgentEchoInSelfChat);
             }
             // The user writing to themselves: a normal inbound from here on.
@@ -320,13 +322,7 @@ impl Policy {
         {
             return Decision::Drop(DropReason::SelfChatEcho);
         }
-        if self.echo.has(
-            &echo_scope,
-            Some(inbound.body_text),
-            &ids,
-            guid.is_empty(),
-            now_ms,
-        ) {
+        if sent_by_us {
             return Decision::Drop(DropReason::Echo);
         }
         if is_reflected(inbound.text) {
@@ -404,6 +400,29 @@ impl Policy {
             keep_reply,
             history,
         })
+    }
+}
+
+/// The echo-cache scopes a row's conversation may have been sent to (see [`Policy::echo_scope`]):
+/// a group by its chat; a direct chat by its handle, and by its chat too, since the bridge
+/// addresses some sends to a direct chat as `chat_id:<id>` (pairing codes, API requests).
+fn echo_scopes(account: &str, sender: &str, is_group: bool, chat_id: Option<i64>) -> Vec<String> {
+    match (is_group, chat_id) {
+        (true, Some(id)) => vec![format!("{account}:chat_id:{id}")],
+        (false, Some(id)) => vec![
+            format!("{account}:imessage:{sender}"),
+            format!("{account}:chat_id:{id}"),
+        ],
+        (_, None) => vec![format!("{account}:imessage:{sender}")],
+    }
+}
+
+/// The drop reason of an own row outside a self-chat: ours when the echo cache knows it.
+fn own_row(our_send: bool) -> DropReason {
+    if our_send {
+        DropReason::OwnSend
+    } else {
+        DropReason::FromMe
     }
 }
 

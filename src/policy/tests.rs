@@ -487,3 +487,204 @@ fn rate_limits_a_conversation_in_an_echo_loop() {
         "pairing is never rate-limited"
     );
 }
+
+/// How imsg lets the echo cache recognise a send reported back: by the guid its `send` answered
+/// with, or only by the text when an old imsg answered `{ok: true}`.
+#[derive(Debug, Clone, Copy)]
+enum Recognised {
+    ByGuid,
+    ByTextOnly,
+}
+
+#[test]
+fn the_bots_own_recognised_replies_among_thirty_messages_never_trip_the_limiter() {
+    let (friend, me) = ("+15550001111", "+15559990000");
+    let conversations = [
+        ("direct", "imessage:+15550001111", None),
+        ("group", "chat_id:42", Some(42)),
+    ];
+    for (kind, to, group_id) in conversations {
+        for how in [Recognised::ByGuid, Recognised::ByTextOnly] {
+            let mut policy = Policy::new(settings());
+            let scope = policy.echo_scope(to);
+            let row = |from: &str, text: &str| match group_id {
+                Some(id) => group(from, text, id),
+                None => dm(from, text),
+            };
+            for n in 0..30_i64 {
+                let t = u64::try_from(n).unwrap_or_default() * 2_000;
+                let inbound = Message {
+                    id: 1_000 + 2 * n,
+                    guid: format!("IN-{n}"),
+                    ..row(friend, &format!("@bot message {n}"))
+                };
+                let d = decide_with(&mut policy, &inbound, &[], t);
+                assert!(matches!(d, Decision::Dispatch(_)), "{kind} {how:?} #{n}: {d:?}");
+                let reply = format!("echo: message {n}");
+                let sent_id = match how {
+                    Recognised::ByGuid => format!("OUT-{n}"),
+                    Recognised::ByTextOnly => "ok".to_string(),
+                };
+                policy
+                    .echo
+                    .remember(&scope, Some(&reply), Some(&sent_id), t + 300);
+                let ours = Message {
+                    is_from_me: true,
+                    id: 1_001 + 2 * n,
+                    guid: format!("OUT-{n}"),
+                    ..row(if group_id.is_some() { me } else { friend }, &reply)
+                };
+                assert_eq!(
+                    dropped(&decide_with(&mut policy, &ours, &[], t + 600)),
+                    Some(DropReason::OwnSend),
+                    "{kind} {how:?} #{n}"
+                );
+            }
+        }
+    }
+}
+
+/// One kind of row repeated five times in a conversation, and whether that silences it.
+struct LoopCase {
+    what: &'static str,
+    /// What the bridge sent just before each row (text, id), if anything.
+    sent: Option<(&'static str, Option<&'static str>)>,
+    row: Message,
+    /// How long after the send the row comes back.
+    lag_ms: u64,
+    reason: DropReason,
+    trips: bool,
+}
+
+#[test]
+fn loop_evidence_is_reflections_and_from_me_rows_we_did_not_send() {
+    let friend = "+15550001111";
+    let from_me = |text: &str, guid: &str| Message {
+        is_from_me: true,
+        guid: guid.into(),
+        ..dm(friend, text)
+    };
+    let inbound = |text: &str, guid: &str| Message {
+        guid: guid.into(),
+        ..dm(friend, text)
+    };
+    let cases = [
+        LoopCase {
+            what: "a from-me row we did not send",
+            sent: None,
+            row: from_me("typed on the phone", "PHONE-1"),
+            lag_ms: 500,
+            reason: DropReason::FromMe,
+            trips: true,
+        },
+        LoopCase {
+            what: "a from-me row with our words but another guid",
+            sent: Some(("echo: hi", Some("OUT-1"))),
+            row: from_me("echo: hi", "PHONE-1"),
+            lag_ms: 500,
+            reason: DropReason::FromMe,
+            trips: true,
+        },
+        LoopCase {
+            what: "a from-me row matching only a text the echo cache forgot (4 s)",
+            sent: Some(("echo: hi", None)),
+            row: from_me("echo: hi", "ROW-1"),
+            lag_ms: 4_500,
+            reason: DropReason::FromMe,
+            trips: true,
+        },
+        LoopCase {
+            what: "our send reflected back as inbound, by guid",
+            sent: Some(("echo: hi", Some("OUT-1"))),
+            row: inbound("echo: hi", "OUT-1"),
+            lag_ms: 500,
+            reason: DropReason::Echo,
+            trips: true,
+        },
+        LoopCase {
+            what: "our send reflected back as inbound, by text",
+            sent: Some(("echo: hi", None)),
+            row: inbound("echo: hi", ""),
+            lag_ms: 500,
+            reason: DropReason::Echo,
+            trips: true,
+        },
+        LoopCase {
+            what: "assistant scaffolding reflected back",
+            sent: None,
+            row: inbound("ok <thinking>plan</thinking>", "IN-1"),
+            lag_ms: 500,
+            reason: DropReason::Reflected,
+            trips: true,
+        },
+        LoopCase {
+            what: "our own send reported back as a from-me row",
+            sent: Some(("echo: hi", Some("OUT-1"))),
+            row: from_me("echo: hi", "OUT-1"),
+            lag_ms: 500,
+            reason: DropReason::OwnSend,
+            trips: false,
+        },
+        LoopCase {
+            what: "our own send in a thread imsg gives no destination",
+            sent: Some(("echo: hi", Some("OUT-1"))),
+            row: Message {
+                destination_caller_id: None,
+                ..from_me("echo: hi", "OUT-1")
+            },
+            lag_ms: 500,
+            reason: DropReason::OwnSend,
+            trips: false,
+        },
+    ];
+    for case in cases {
+        let mut policy = Policy::new(settings());
+        let scope = policy.echo_scope(&format!("imessage:{friend}"));
+        let mut t = 0;
+        for _ in 0..5 {
+            if let Some((text, id)) = case.sent {
+                policy.echo.remember(&scope, Some(text), id, t);
+            }
+            t += case.lag_ms;
+            let d = decide_with(&mut policy, &case.row, &[], t);
+            assert_eq!(dropped(&d), Some(case.reason), "{}", case.what);
+            t += 100;
+        }
+        let next = decide_with(&mut policy, &dm(friend, "a real message"), &[], t);
+        let limited = dropped(&next) == Some(DropReason::RateLimited);
+        assert_eq!(limited, case.trips, "{}: {next:?}", case.what);
+    }
+}
+
+#[test]
+fn a_send_addressed_to_a_direct_chat_by_its_chat_id_is_recognised_as_ours() {
+    // Pairing codes and API requests go to `chat_id:<id>` even in a direct chat.
+    let mut policy = Policy::new(settings());
+    let scope = policy.echo_scope("chat_id:7");
+    policy
+        .echo
+        .remember(&scope, Some("sent through the API"), Some("OUT-1"), 0);
+    let ours = Message {
+        is_from_me: true,
+        guid: "OUT-1".into(),
+        ..dm("+15550001111", "sent through the API")
+    };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &ours, &[], 500)),
+        Some(DropReason::OwnSend)
+    );
+    let reflected = Message {
+        is_from_me: false,
+        ..ours.clone()
+    };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &reflected, &[], 600)),
+        Some(DropReason::Echo)
+    );
+    let other_chat = Message { chat_id: 8, ..ours };
+    assert_eq!(
+        dropped(&decide_with(&mut policy, &other_chat, &[], 700)),
+        Some(DropReason::FromMe),
+        "another chat's row is not ours"
+    );
+}

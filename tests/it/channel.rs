@@ -1,14 +1,15 @@
 //! The iMessage channel end to end over imsg-sim (process transport): pairing a stranger, approval
-//! taking effect in a running bridge, group gating with held history, and our own rows never
-//! coming back as envelopes.
+//! taking effect in a running bridge, group gating with held history, our own rows never
+//! coming back as envelopes, and a lively conversation with an agent never taken for an echo loop.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use imsg_bridge::sim::db::{InjectSpec, inject};
 use serde_json::Value;
 
-use crate::support::{Bridge, SimMac, imsg_bridge_bin, imsg_sim_bin};
+use crate::support::{Bridge, PATIENCE, SimMac, imsg_bridge_bin, imsg_sim_bin};
 
 const SIGTERM: i32 = 15;
 const OWNER: &str = "+15550001111";
@@ -52,7 +53,7 @@ fn in_group(mac: &SimMac, from: &str, text: &str) {
     inject(&mac.db, &spec).unwrap();
 }
 
-/// The rows we sent into a chat (is_from_me), oldest first.
+/// The rows we sent into a chat (is_from_me), oldest first; all of them, not imsg's newest 50.
 fn sent_rows(db: &Path, chat_id: i64) -> Vec<String> {
     let out = Command::new(imsg_sim_bin())
         .args([
@@ -61,6 +62,8 @@ fn sent_rows(db: &Path, chat_id: i64) -> Vec<String> {
             db.to_str().unwrap(),
             "--chat-id",
             &chat_id.to_string(),
+            "--limit",
+            "1000",
             "--json",
         ])
         .output()
@@ -152,8 +155,8 @@ fn pairs_a_stranger_gates_groups_and_never_echoes_itself() {
         "{log}"
     );
     assert!(
-        log.contains("dropped inbound message: from me"),
-        "our pairing reply came back and was dropped: {log}"
+        log.contains("dropped inbound message: from me (our own send)"),
+        "our pairing reply came back and was dropped as ours: {log}"
     );
     let (_, lines) = bridge.stop(SIGTERM);
     let envelopes: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -270,4 +273,65 @@ fn joins_quick_successive_texts_when_debounce_is_on() {
         "a command flushes the batch and goes alone"
     );
     assert_eq!(envelopes.len(), 2);
+}
+
+/// An exec agent answering every envelope with `echo: <text>` (the one of `agents.rs`).
+fn echo_agent_config(mac: &SimMac) -> std::path::PathBuf {
+    let agent = mac.dir.path().join("echo-agent.sh");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\nwhile IFS= read -r line; do\n  id=$(printf '%s' \"$line\" | sed -n 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/p')\n  text=$(printf '%s' \"$line\" | sed -n 's/.*,\"text\":\"\\([^\"]*\\)\".*/\\1/p')\n  printf '{\"envelope_id\":\"%s\",\"text\":\"echo: %s\"}\\n' \"$id\" \"$text\"\ndone\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = channel_config(mac);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let agent = format!(
+        "bridge: {{ agent: {{ kind: \"exec\", command: [{:?}] }},",
+        agent.display().to_string()
+    );
+    std::fs::write(&config, text.replacen("bridge: {", &agent, 1)).unwrap();
+    config
+}
+
+/// `imsg-sim inject`, as Messages.app receiving a direct message; returns the chat id.
+fn inject_with_imsg_sim(mac: &SimMac, from: &str, text: &str) -> i64 {
+    let out = Command::new(imsg_sim_bin())
+        .args(["inject", "--json", "--db", mac.db.to_str().unwrap()])
+        .args(["--from", from, "--text", text])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "imsg-sim inject failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Value = serde_json::from_slice(&out.stdout).unwrap();
+    row["chat_id"].as_i64().unwrap()
+}
+
+/// Our replies being reported back as `is_from_me` rows are not an echo loop (docs/channel.md,
+/// step 8): before the fix only the first five messages were answered.
+#[test]
+fn thirty_messages_a_second_apart_get_thirty_replies() {
+    let mac = SimMac::new();
+    let bridge = Bridge::start(&echo_agent_config(&mac), &["run"]);
+    bridge.wait_for_log("watching for messages");
+    let mut chat = 0;
+    for n in 1..=30 {
+        chat = inject_with_imsg_sim(&mac, OWNER, &format!("message {n}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Waits for the replies but never judges their speed: the assertion is on what arrived.
+    let deadline = Instant::now() + PATIENCE;
+    while sent_rows(&mac.db, chat).len() < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = bridge.stderr().join("\n");
+    let (code, _) = bridge.stop(SIGTERM);
+    assert_eq!(code, Some(0));
+    let expected: Vec<String> = (1..=30).map(|n| format!("echo: message {n}")).collect();
+    assert_eq!(sent_rows(&mac.db, chat), expected, "{log}");
+    assert!(!log.contains("rate-limited conversation"), "{log}");
 }
