@@ -94,7 +94,9 @@ async fn run_script(dir: &Path, t: &Timeline, keep_running: bool) -> anyhow::Res
         tokio::spawn(async move { run_account(&runtime, &cursors, &sink, outbox, status, &cancel).await })
     };
     wait_for(STEP, "the gateway to connect", || {
-        status.get("default").is_some_and(|s| s.state == "connected")
+        status
+            .get("default")
+            .is_some_and(|s| s.state == crate::gateway::status::AccountState::Connected)
     })
     .await?;
     let fingerprint = status.get("default").and_then(|s| s.host_key).unwrap_or_default();

@@ -79,7 +79,7 @@ pub async fn run(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode
         info!(account = %account, via = %via, "same backend as another account: sharing its watcher");
         let _ = shared.outboxes.alias(&account, &via);
         shared.status.update(&account, |s| {
-            s.state = "shared";
+            s.state = crate::gateway::status::AccountState::Shared;
             s.via = Some(via.clone());
         });
     }

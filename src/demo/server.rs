@@ -75,9 +75,7 @@ struct Shared {
 impl Shared {
     /// A panicked connection task must not take the record down with it.
     fn record(&self) -> MutexGuard<'_, Record> {
-        self.record
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::util::lock(&self.record)
     }
 }
 

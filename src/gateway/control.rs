@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::status::StatusBoard;
+use super::status::{AccountState, StatusBoard};
 use crate::http::{Control, ControlError, SendRequest, SendResponse};
 use crate::sink::reply::{Outboxes, Outgoing, RouteError};
 
@@ -37,11 +37,11 @@ impl Control for BridgeControl {
         if let Some(via) = state.via.clone() {
             state = self.status.get(&via).unwrap_or(state);
         }
-        if state.state != "connected" {
+        if state.state != AccountState::Connected {
             let why = state.last_error.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(ControlError::Unavailable(format!(
                 "account {account:?} is {}{why}",
-                state.state.replace('_', " ")
+                state.state.as_str().replace('_', " ")
             )));
         }
         let (done, answer) = oneshot::channel();

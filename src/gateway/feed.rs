@@ -165,7 +165,7 @@ impl<'a> Feed<'a> {
         metrics.set_cursor(&self.account.id, self.cursor);
         let cursor = self.cursor;
         self.carry.status.update(&self.account.id, |s| {
-            s.state = "connected";
+            s.state = super::status::AccountState::Connected;
             s.cursor = Some(cursor);
             s.retry_in_secs = None;
         });

@@ -27,9 +27,10 @@ use crate::sink::{Sink, SinkError};
 use crate::state::{CursorStore, StateError};
 use crate::transport::OpenError;
 use crate::transport::resolve::Plan;
-use backoff::{Backoff, HEALTHY};
+use crate::util::backoff::Backoff;
 use channel::{Channel, ChannelRuntime};
 use dedupe::RecentGuids;
+use status::AccountState;
 
 /// Everything one account needs at run time, resolved from the config.
 #[derive(Debug, Clone)]
@@ -128,7 +129,7 @@ pub async fn run_account(
     status: std::sync::Arc<status::StatusBoard>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(backoff::RECONNECT);
     status.metrics.register_account(&account.id);
     let mut carry = Carry {
         channel: Channel::new(account.channel.clone(), status.metrics.clone()),
@@ -142,28 +143,28 @@ pub async fn run_account(
     loop {
         carry.watching_since = None;
         carry.status.update(&account.id, |s| {
-            s.state = "connecting";
+            s.state = AccountState::Connecting;
             s.retry_in_secs = None;
         });
         let result = session::run(account, &mut carry, cursors, sink, cancel).await;
         let err = match result {
             Ok(()) => {
-                carry.status.update(&account.id, |s| s.state = "stopped");
+                carry.status.update(&account.id, |s| s.state = AccountState::Stopped);
                 return Ok(());
             }
             Err(GatewayError::Sink(err)) => return Err(GatewayError::Sink(err)),
             Err(_) if cancel.is_cancelled() => return Ok(()),
             Err(err) => err,
         };
-        if carry.watching_since.is_some_and(|t| t.elapsed() >= HEALTHY) {
-            backoff.reset();
+        if let Some(since) = carry.watching_since {
+            backoff.record_uptime(since.elapsed());
         }
         let delay = backoff.next_delay();
         let secs = format!("{:.1}", delay.as_secs_f64());
         carry.status.metrics.inc_reconnects(&account.id);
         carry.status.metrics.set_connected(&account.id, false);
         carry.status.update(&account.id, |s| {
-            s.state = "backing_off";
+            s.state = AccountState::BackingOff;
             s.last_error = Some(err.to_string());
             s.retry_in_secs = Some(delay.as_secs_f64());
             s.reconnects += 1;

@@ -195,10 +195,8 @@ fn dead_letter(
 ) -> Result<(), GatewayError> {
     let state_dir = &account.channel.state_dir;
     let path = crate::sink::dead_letter::write(state_dir, &account.id, envelope, reason).map_err(|source| {
-        GatewayError::State(crate::state::StateError::Write {
-            path: crate::sink::dead_letter::dir(state_dir, &account.id),
-            source,
-        })
+        let dir = crate::sink::dead_letter::dir(state_dir, &account.id);
+        GatewayError::State(crate::state::FileError::writing(&dir)(source).into())
     })?;
     carry.status.metrics.inc_dead_letters(&account.id);
     warn!(

@@ -5,14 +5,44 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::http::Metrics;
+use crate::util::lock;
 
 use serde::Serialize;
+
+/// What an account is doing; serialised as `GET /v1/status` shows it (docs/agents.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    /// Opening the transport and subscribing (an entry starts here).
+    #[default]
+    Connecting,
+    /// Watching for messages.
+    Connected,
+    /// The last attempt failed; the next one is `retry_in_secs` away.
+    BackingOff,
+    /// Same backend as another account: that one's watcher serves it (`via`).
+    Shared,
+    /// Stopped on request.
+    Stopped,
+}
+
+impl AccountState {
+    /// The name `GET /v1/status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::BackingOff => "backing_off",
+            Self::Shared => "shared",
+            Self::Stopped => "stopped",
+        }
+    }
+}
 
 /// The state of one account.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AccountStatus {
-    /// `connecting`, `connected`, `backing_off` or `stopped`.
-    pub state: &'static str,
+    pub state: AccountState,
     /// `process` or the SSH target (`user@host:port`).
     pub transport: Option<String>,
     /// SHA256 fingerprint of the Mac's host key, once connected over SSH.
@@ -43,32 +73,39 @@ impl StatusBoard {
 
     /// Change one account's entry.
     pub fn update(&self, account: &str, change: impl FnOnce(&mut AccountStatus)) {
-        let mut accounts = self
-            .accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut accounts = lock(&self.accounts);
         change(accounts.entry(account.to_string()).or_default());
     }
 
     pub fn get(&self, account: &str) -> Option<AccountStatus> {
-        self.accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(account)
-            .cloned()
+        lock(&self.accounts).get(account).cloned()
     }
 
     pub fn remove(&self, account: &str) {
-        self.accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(account);
+        lock(&self.accounts).remove(account);
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, AccountStatus> {
-        self.accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.accounts).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_serialises_to_the_name_the_status_api_documents() {
+        for state in [
+            AccountState::Connecting,
+            AccountState::Connected,
+            AccountState::BackingOff,
+            AccountState::Shared,
+            AccountState::Stopped,
+        ] {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, serde_json::Value::from(state.as_str()));
+        }
+        assert_eq!(AccountState::BackingOff.as_str(), "backing_off");
     }
 }

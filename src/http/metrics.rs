@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// Every metric name starts with this, so the bridge's series never collide with an exporter's.
 pub const PREFIX: &str = "imsg_bridge_";
@@ -344,7 +344,7 @@ impl Metrics {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Family, BTreeMap<Labels, i64>>> {
         // A panic while holding the lock leaves at worst one counter short; metrics must keep working.
-        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::util::lock(&self.series)
     }
 }
 

@@ -28,18 +28,8 @@ pub const MAX_PENDING: usize = 3;
 /// Why a pairing operation failed. One line each, naming the file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum PairingError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source} (is the state directory writable?)")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::state::FileError),
     #[error("{path} is corrupt ({detail}); fix it or move it aside")]
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot create the lock {path}: {source}")]

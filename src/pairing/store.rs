@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 use super::lock::FileLock;
 use super::{CHANNEL, CODE_ALPHABET, CODE_LENGTH, MAX_PENDING, PENDING_TTL, PairingError};
 use crate::config::DEFAULT_ACCOUNT_ID;
-use crate::util::atomic_write;
+use crate::state::FileError;
+use crate::util::{atomic_write, lock};
 
 /// How many random codes to try before giving up on uniqueness (as upstream).
 const CODE_TRIES: usize = 500;
@@ -378,7 +379,7 @@ impl PairingStore {
     }
 
     fn unique_code(&self, existing: &HashSet<String>) -> Result<String, PairingError> {
-        let mut random = self.random.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut random = lock(&self.random);
         for _ in 0..CODE_TRIES {
             let mut code = String::with_capacity(CODE_LENGTH);
             for _ in 0..CODE_LENGTH {
@@ -399,10 +400,8 @@ impl PairingStore {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|source| PairingError::Write {
-                path: self.dir.clone(),
-                source,
-            })
+            .map_err(FileError::writing(&self.dir))?;
+        Ok(())
     }
 }
 
@@ -530,12 +529,7 @@ fn read_json(path: &Path) -> Result<Option<Map<String, Value>>, PairingError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(PairingError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        Err(source) => return Err(FileError::reading(path)(source).into()),
     };
     if text.trim().is_empty() {
         return Ok(None);
@@ -556,14 +550,12 @@ fn read_json(path: &Path) -> Result<Option<Map<String, Value>>, PairingError> {
 /// Pretty JSON with a final newline, as OpenClaw writes it; owner-only like OpenClaw's files.
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), PairingError> {
     use std::os::unix::fs::PermissionsExt;
-    let write_err = |source| PairingError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_err = FileError::writing(path);
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| write_err(std::io::Error::other(e)))?;
     bytes.push(b'\n');
-    atomic_write(path, &bytes).map_err(write_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(write_err)
+    atomic_write(path, &bytes).map_err(&write_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(&write_err)?;
+    Ok(())
 }
 
 fn corrupt(path: &Path, detail: &str) -> PairingError {

@@ -15,10 +15,16 @@ use super::SinkError;
 use super::reply::{AgentReply, Outboxes};
 use crate::envelope::Envelope;
 use crate::rpc::truncate_chars;
+use crate::util::backoff::{Backoff, Schedule};
 
-/// How long a child must live to count as healthy (its next restart starts from 1 s again).
-const HEALTHY: Duration = Duration::from_secs(60);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Restarts of the agent: 1 s doubling to 60 s; a child that lived a minute counts as healthy and
+/// its next restart starts from 1 s again.
+const RESTART: Schedule = Schedule {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    jitter: 0.0,
+    healthy: Some(Duration::from_secs(60)),
+};
 /// While the agent is down, an envelope checks this often whether it is back.
 const WAIT_STEP: Duration = Duration::from_millis(100);
 
@@ -78,59 +84,80 @@ impl ExecSink {
     }
 }
 
+/// How one run of the agent ended.
+enum AgentEnd {
+    /// Stopped because the bridge is stopping.
+    Stopped,
+    Exited(std::io::Result<std::process::ExitStatus>),
+    NotStarted(std::io::Error),
+}
+
 async fn supervise(sink: Arc<ExecSink>, command: Vec<String>) {
     let Some((program, args)) = command.split_first() else {
         warn!("bridge.agent.command is empty; nothing to run");
         return;
     };
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(RESTART);
     loop {
         let started = Instant::now();
-        let spawned = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn();
-        match spawned {
-            Ok(mut child) => {
-                info!(agent = %program, pid = child.id().unwrap_or(0), "agent started");
-                *sink.stdin.lock().await = child.stdin.take();
-                if let Some(stdout) = child.stdout.take() {
-                    let mut lines = BufReader::new(stdout).lines();
-                    loop {
-                        let line = tokio::select! {
-                            _ = sink.cancel.cancelled() => break,
-                            line = lines.next_line() => line,
-                        };
-                        match line {
-                            Ok(Some(line)) => route(&sink.outboxes, &line),
-                            Ok(None) | Err(_) => break,
-                        }
-                    }
-                }
-                *sink.stdin.lock().await = None;
-                if sink.cancel.is_cancelled() {
-                    // Stop the agent politely: EOF first, then the kill on drop.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                    return;
-                }
-                let status = child.wait().await;
-                warn!(agent = %program, ?status, "agent exited; restarting in {} s", backoff.as_secs());
+        let end = run_agent(&sink, program, args).await;
+        backoff.record_uptime(started.elapsed());
+        let delay = backoff.next_delay();
+        match end {
+            AgentEnd::Stopped => return,
+            AgentEnd::Exited(status) => {
+                warn!(agent = %program, ?status, "agent exited; restarting in {} s", delay.as_secs())
             }
-            Err(err) => {
-                warn!(agent = %program, "cannot start the agent: {err}; retrying in {} s", backoff.as_secs())
+            AgentEnd::NotStarted(err) => {
+                warn!(agent = %program, "cannot start the agent: {err}; retrying in {} s", delay.as_secs())
             }
-        }
-        if started.elapsed() >= HEALTHY {
-            backoff = Duration::from_secs(1);
         }
         tokio::select! {
             _ = sink.cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Start the agent once and relay its reply lines until it exits or the bridge stops.
+async fn run_agent(sink: &ExecSink, program: &str, args: &[String]) -> AgentEnd {
+    let spawned = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => return AgentEnd::NotStarted(err),
+    };
+    info!(agent = %program, pid = child.id().unwrap_or(0), "agent started");
+    *sink.stdin.lock().await = child.stdin.take();
+    if let Some(stdout) = child.stdout.take() {
+        relay_replies(sink, stdout).await;
+    }
+    *sink.stdin.lock().await = None;
+    if sink.cancel.is_cancelled() {
+        // Stop the agent politely: EOF first, then the kill on drop.
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        return AgentEnd::Stopped;
+    }
+    AgentEnd::Exited(child.wait().await)
+}
+
+/// Route the agent's output lines until its stdout ends or the bridge stops.
+async fn relay_replies(sink: &ExecSink, stdout: tokio::process::ChildStdout) {
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = tokio::select! {
+            _ = sink.cancel.cancelled() => return,
+            line = lines.next_line() => line,
+        };
+        match line {
+            Ok(Some(line)) => route(&sink.outboxes, &line),
+            Ok(None) | Err(_) => return,
+        }
     }
 }
 

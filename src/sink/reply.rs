@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::util::lock;
+
 /// Replies waiting for an account whose connection is down; beyond this, new ones are refused.
 pub const OUTBOX_CAPACITY: usize = 256;
 /// Envelopes remembered for `envelope_id` replies.
@@ -66,10 +68,6 @@ pub struct Outboxes {
     senders: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
     recent: Mutex<Recent>,
     default_account: Mutex<Option<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Outboxes {

@@ -14,9 +14,15 @@ use super::reply::AgentReply;
 use super::{Delivery, SinkError};
 use crate::envelope::Envelope;
 use crate::rpc::truncate_chars;
+use crate::util::backoff::{Backoff, Schedule};
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Retries of one envelope: 1 s doubling to 30 s, for as long as the webhook keeps failing.
+const RETRY: Schedule = Schedule {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    jitter: 0.0,
+    healthy: None,
+};
 
 #[derive(Debug)]
 pub struct WebhookSink {
@@ -52,7 +58,7 @@ impl WebhookSink {
     }
 
     pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, SinkError> {
-        let mut delay = FIRST_RETRY;
+        let mut backoff = Backoff::new(RETRY);
         loop {
             let mut request = self
                 .client
@@ -93,12 +99,12 @@ impl WebhookSink {
                 Err(err) if err.is_connect() => "cannot connect".to_string(),
                 Err(err) => err.without_url().to_string(),
             };
+            let delay = backoff.next_delay();
             warn!(id = %envelope.id, "webhook delivery failed ({problem}); retrying in {:.0} s", delay.as_secs_f64());
             tokio::select! {
                 _ = self.cancel.cancelled() => return Err(SinkError::Cancelled),
                 _ = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(MAX_RETRY);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Durable per-account state: the cursor (last handled ROWID) that makes restarts lossless.
-//! Files live under `stateDir/cursors/<account>.json` and are replaced atomically.
+//! Files live under `stateDir/cursors/<account>.json` and are replaced atomically. Also the I/O
+//! error of every file under the state directory (`FileError`: cursors, pairing, dead letters).
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::util::atomic_write;
 
-/// Why state could not be read or written.
+/// A file under the state directory that could not be read or written, naming the file.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum FileError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -22,6 +23,31 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl FileError {
+    /// For `map_err`: reading `path` failed.
+    pub fn reading(path: &Path) -> impl Fn(std::io::Error) -> Self + '_ {
+        |source| Self::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// For `map_err`: writing `path` failed.
+    pub fn writing(path: &Path) -> impl Fn(std::io::Error) -> Self + '_ {
+        |source| Self::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Why state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path} is corrupt ({detail}); move it aside to start from the newest message")]
     Corrupt { path: PathBuf, detail: String },
 }
@@ -58,7 +84,7 @@ impl CursorStore {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Read { path, source }),
+            Err(source) => return Err(FileError::reading(&path)(source).into()),
         };
         let file: CursorFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
             path,
@@ -70,11 +96,10 @@ impl CursorStore {
     /// Persist `rowid` as the last handled message of `account`.
     pub fn save(&self, account: &str, rowid: i64) -> Result<(), StateError> {
         let path = self.path(account);
-        let bytes = serde_json::to_vec(&CursorFile { version: 1, rowid }).map_err(|e| StateError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        atomic_write(&path, &bytes).map_err(|source| StateError::Write { path, source })
+        let bytes = serde_json::to_vec(&CursorFile { version: 1, rowid })
+            .map_err(|e| FileError::writing(&path)(std::io::Error::other(e)))?;
+        atomic_write(&path, &bytes).map_err(FileError::writing(&path))?;
+        Ok(())
     }
 }
 

@@ -1,9 +1,19 @@
-//! Small helpers shared by several modules: home-directory expansion, atomic file writes, and
-//! log-safe escaping of control characters (`escape`).
+//! Small helpers shared by several modules: home-directory expansion, atomic file writes, locks
+//! that survive a panicked holder, the retry schedule (`backoff`), and log-safe escaping of control
+//! characters (`escape`).
 
+pub mod backoff;
 pub mod escape;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Lock `mutex` even when a thread panicked while holding it. Every mutex of the bridge guards data
+/// that is whole between two statements (status entries, counters, caches, queues), so a panic
+/// elsewhere must not take every later caller down with it.
+pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The gateway user's home directory, from `$HOME`.
 pub fn home_dir() -> Option<PathBuf> {
@@ -91,6 +101,20 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("cursor.json")]);
+    }
+
+    #[test]
+    fn a_lock_poisoned_by_a_panicked_holder_still_hands_out_its_data() {
+        let mutex = std::sync::Arc::new(Mutex::new(41));
+        let holder = mutex.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = holder.lock().unwrap();
+            panic!("the holder panics");
+        })
+        .join();
+        assert!(panicked.is_err() && mutex.is_poisoned());
+        *lock(&mutex) += 1;
+        assert_eq!(*lock(&mutex), 42);
     }
 
     #[test]
