@@ -63,16 +63,17 @@ struct Record {
     requests: Vec<String>,
 }
 
-/// State every connection of one server reads.
+/// The stand-in Mac that every connection of one server reaches: its home, its chat.db, the one
+/// client key it accepts, and the record of what clients did.
 #[derive(Debug)]
-struct Shared {
+struct ServedMac {
     home: PathBuf,
     db_path: PathBuf,
     client_key: PublicKey,
     record: Mutex<Record>,
 }
 
-impl Shared {
+impl ServedMac {
     /// A panicked connection task must not take the record down with it.
     fn record(&self) -> MutexGuard<'_, Record> {
         crate::util::lock(&self.record)
@@ -90,7 +91,7 @@ pub struct DemoServer {
     pub user: String,
     /// The canonical demo folder: the "Mac"'s home, where SFTP's `.` and the exec's `~` point.
     pub home: PathBuf,
-    shared: Arc<Shared>,
+    mac: Arc<ServedMac>,
     cancel: CancellationToken,
 }
 
@@ -120,7 +121,7 @@ impl DemoServer {
             .await
             .map_err(DemoError::Listen)?;
         let port = listener.local_addr().map_err(DemoError::Listen)?.port();
-        let shared = Arc::new(Shared {
+        let mac = Arc::new(ServedMac {
             home: home.clone(),
             db_path: db_path.to_path_buf(),
             client_key: client_key.public_key().clone(),
@@ -130,7 +131,7 @@ impl DemoServer {
         tokio::spawn(accept_loop(
             listener,
             Arc::new(config(host_key)),
-            shared.clone(),
+            mac.clone(),
             cancel.clone(),
         ));
         debug!(port, home = %home.display(), "demo ssh server listening");
@@ -140,7 +141,7 @@ impl DemoServer {
             client_key_path,
             user: DEMO_USER.to_string(),
             home,
-            shared,
+            mac,
             cancel,
         })
     }
@@ -152,12 +153,12 @@ impl DemoServer {
 
     /// Every client that authenticated, in order.
     pub fn sessions(&self) -> Vec<AcceptedSession> {
-        self.shared.record().sessions.clone()
+        self.mac.record().sessions.clone()
     }
 
     /// Every exec and subsystem request, in order (`exec <command line>`, `subsystem sftp`).
     pub fn requests(&self) -> Vec<String> {
-        self.shared.record().requests.clone()
+        self.mac.record().requests.clone()
     }
 
     /// Stop listening and disconnect every client (also done on drop).
@@ -231,7 +232,7 @@ fn write_client_key(path: &Path, key: &PrivateKey) -> Result<(), DemoError> {
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
-    shared: Arc<Shared>,
+    mac: Arc<ServedMac>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -246,7 +247,7 @@ async fn accept_loop(
                     stream,
                     peer,
                     config.clone(),
-                    shared.clone(),
+                    mac.clone(),
                     cancel.clone(),
                 ));
             }
@@ -265,11 +266,11 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     config: Arc<russh::server::Config>,
-    shared: Arc<Shared>,
+    mac: Arc<ServedMac>,
     cancel: CancellationToken,
 ) {
     let handler = Connection {
-        shared,
+        mac,
         peer,
         channels: HashMap::new(),
     };
@@ -298,7 +299,7 @@ async fn serve_connection(
 
 /// The russh handler of one connection.
 struct Connection {
-    shared: Arc<Shared>,
+    mac: Arc<ServedMac>,
     peer: SocketAddr,
     /// Session channels opened and not yet given to an exec or subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
@@ -306,7 +307,7 @@ struct Connection {
 
 impl Connection {
     fn judge(&self, key: &PublicKey) -> Auth {
-        if key.key_data() == self.shared.client_key.key_data() {
+        if key.key_data() == self.mac.client_key.key_data() {
             Auth::Accept
         } else {
             Auth::reject()
@@ -315,7 +316,7 @@ impl Connection {
 
     fn note(&self, request: String) {
         debug!(peer = %self.peer, "{request}");
-        self.shared.record().requests.push(request);
+        self.mac.record().requests.push(request);
     }
 }
 
@@ -335,7 +336,7 @@ impl russh::server::Handler for Connection {
         let auth = self.judge(key.public_key);
         if auth == Auth::Accept {
             debug!(peer = %self.peer, user, "demo ssh client authenticated");
-            self.shared.record().sessions.push(AcceptedSession {
+            self.mac.record().sessions.push(AcceptedSession {
                 user: user.to_string(),
                 peer: Some(self.peer),
             });
@@ -375,9 +376,9 @@ impl russh::server::Handler for Connection {
             return Ok(());
         };
         session.channel_success(id)?;
-        match words::parse(&line, &self.shared.home) {
+        match words::parse(&line, &self.mac.home) {
             Ok(Command::Rpc { db }) => {
-                let db_path = db.unwrap_or_else(|| self.shared.db_path.clone());
+                let db_path = db.unwrap_or_else(|| self.mac.db_path.clone());
                 debug!(db = %db_path.display(), "serving imsg rpc in process");
                 tokio::spawn(run_rpc(channel, db_path));
             }
@@ -411,7 +412,7 @@ impl russh::server::Handler for Connection {
             Some(channel) if name == "sftp" => {
                 session.channel_success(id)?;
                 // `run` spawns its own task, so the session loop goes on handling other channels.
-                russh_sftp::server::run(channel.into_stream(), SftpFs::new(self.shared.home.clone())).await;
+                russh_sftp::server::run(channel.into_stream(), SftpFs::new(self.mac.home.clone())).await;
             }
             channel => {
                 if let Some(channel) = channel {

@@ -11,8 +11,8 @@ use tracing::{debug, info, warn};
 
 use super::debounce::Debouncer;
 use super::replay::ReplayBound;
-use super::session::{Io, deliver};
-use super::{AccountRuntime, Carry, GatewayError};
+use super::session::{SessionEndpoints, deliver};
+use super::{AccountRuntime, GatewayError, SessionCarryover};
 use crate::imsg::{ImsgClient, Message, Protocol, WatchEvent, WatchParams};
 use crate::rpc::{Subscription, SubscriptionEvent};
 
@@ -33,8 +33,8 @@ enum WatchEnd {
 /// The delivery state of one session.
 pub(super) struct Feed<'a> {
     account: &'a AccountRuntime,
-    carry: &'a mut Carry,
-    io: &'a Io<'a>,
+    carry: &'a mut SessionCarryover,
+    io: &'a SessionEndpoints<'a>,
     imsg: &'a ImsgClient,
     /// The persisted cursor: every row at or below it was handled.
     cursor: i64,
@@ -54,8 +54,8 @@ impl<'a> Feed<'a> {
     /// at once so that a crash before the first message cannot skip rows).
     pub(super) async fn start(
         account: &'a AccountRuntime,
-        carry: &'a mut Carry,
-        io: &'a Io<'a>,
+        carry: &'a mut SessionCarryover,
+        io: &'a SessionEndpoints<'a>,
         imsg: &'a ImsgClient,
     ) -> Result<Feed<'a>, GatewayError> {
         let newest = imsg.newest_rowid().await?;

@@ -102,9 +102,10 @@ pub enum GatewayError {
     },
 }
 
-/// What survives from one session to the next.
+/// What an account keeps from one session (connection) to the next: policy caches, recent guids,
+/// media in flight, the outbox of waiting replies.
 #[derive(Debug)]
-struct Carry {
+struct SessionCarryover {
     /// Policy state (echo cache, held group history) and the pairing store.
     channel: Channel,
     recent: RecentGuids,
@@ -131,7 +132,7 @@ pub async fn run_account(
 ) -> Result<(), GatewayError> {
     let mut backoff = Backoff::new(backoff::RECONNECT);
     status.metrics.register_account(&account.id);
-    let mut carry = Carry {
+    let mut carry = SessionCarryover {
         channel: Channel::new(account.channel.clone(), status.metrics.clone()),
         recent: RecentGuids::default(),
         remote_cli: None,

@@ -7,7 +7,7 @@ use tracing::{debug, info, trace, warn};
 use super::channel::Outcome;
 use super::feed::Feed;
 use super::replay::{ReplayBound, Verdict};
-use super::{AccountRuntime, Carry, GatewayError};
+use super::{AccountRuntime, GatewayError, SessionCarryover};
 use crate::imsg::{ImsgClient, Message, Protocol};
 use crate::media::{Files, Stager};
 use crate::rpc::{ClientOptions, RpcClient, truncate_chars};
@@ -20,7 +20,7 @@ use crate::transport::{self, resolve::Plan};
 /// Ok when cancelled; Err when the session ended for any other reason.
 pub(super) async fn run(
     account: &AccountRuntime,
-    carry: &mut Carry,
+    carry: &mut SessionCarryover,
     cursors: &CursorStore,
     sink: &Sink,
     cancel: &CancellationToken,
@@ -52,7 +52,7 @@ pub(super) async fn run(
     let stager = account
         .include_attachments
         .then(|| account.media.stager(&account.id, files.clone()));
-    let io = Io {
+    let io = SessionEndpoints {
         files: &files,
         stager: stager.as_ref(),
         cursors,
@@ -73,8 +73,9 @@ pub(super) async fn run(
     result
 }
 
-/// What a session reads and writes besides the account's own state.
-pub(super) struct Io<'a> {
+/// Where a session reads and writes besides its carryover: the Mac's files (local or over SFTP),
+/// the media stager, the cursor store and the agent's sink.
+pub(super) struct SessionEndpoints<'a> {
     pub files: &'a Files,
     pub stager: Option<&'a Stager>,
     pub cursors: &'a CursorStore,
@@ -83,9 +84,9 @@ pub(super) struct Io<'a> {
 
 async fn watch(
     account: &AccountRuntime,
-    carry: &mut Carry,
+    carry: &mut SessionCarryover,
     rpc: RpcClient,
-    io: &Io<'_>,
+    io: &SessionEndpoints<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
     let imsg = tokio::select! {
@@ -106,11 +107,11 @@ async fn watch(
 /// while staging) does not, and the row is taken again from the cursor.
 pub(super) async fn deliver(
     account: &AccountRuntime,
-    carry: &mut Carry,
+    carry: &mut SessionCarryover,
     bound: &mut ReplayBound,
     message: &Message,
     imsg: &ImsgClient,
-    io: &Io<'_>,
+    io: &SessionEndpoints<'_>,
 ) -> Result<(), GatewayError> {
     let (files, stager, sink) = (io.files, io.stager, io.sink);
     match bound.judge(message.id, &message.created_at) {
@@ -189,7 +190,7 @@ pub(super) async fn deliver(
 /// cannot be written is an error: the row is taken again after the backoff rather than lost.
 fn dead_letter(
     account: &AccountRuntime,
-    carry: &Carry,
+    carry: &SessionCarryover,
     envelope: &crate::envelope::Envelope,
     reason: &str,
 ) -> Result<(), GatewayError> {
@@ -216,7 +217,7 @@ fn connection_lost_during_staging(envelope: &crate::envelope::Envelope, files: &
 }
 
 /// Keep the media cache within its bounds; cheap enough to run after each message with media.
-fn sweep_cache(account: &AccountRuntime, carry: &Carry) {
+fn sweep_cache(account: &AccountRuntime, carry: &SessionCarryover) {
     crate::media::cache::sweep(
         &account.media.inbound,
         account.media.cache_max_bytes,
