@@ -473,3 +473,54 @@ fn a_dead_letter_that_cannot_be_written_holds_the_cursor_until_it_can() {
     assert!(log.contains("dead-lettered"), "{log}");
     bridge.stop(SIGTERM);
 }
+
+#[test]
+fn a_catch_up_cut_short_by_a_reconnect_keeps_its_bound_while_new_rows_arrive() {
+    let mac = SimMac::new();
+    // A slow agent, so that the catch-up is still going when imsg dies under it.
+    let (port, seen) = serve_webhook(|_| {
+        std::thread::sleep(Duration::from_millis(4));
+        (200, String::new())
+    });
+    let config = config_with(
+        &mac,
+        &format!("{{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 5000 }}"),
+        "replay: { maxRows: 1000, maxAgeMinutes: 120 },",
+    );
+    let first = Bridge::start(&config, &["run"]);
+    first.wait_for_log("watching for messages");
+    first.stop(SIGTERM);
+    let backlog = |text: &str, count: u32| {
+        let spec = InjectSpec {
+            from: "+15550001111".into(),
+            text: text.into(),
+            count,
+            ..Default::default()
+        };
+        imsg_bridge::sim::db::inject_many(&mac.db, &spec).unwrap();
+    };
+    // Pages of 500: rows 1..1000 are beyond the bound, 1001..2000 are delivered in two pages.
+    backlog("old", 2000);
+    let bridge = Bridge::start(&config, &["run"]);
+    wait_until("a hundred of the backlog", || delivered_texts(&seen).len() >= 100);
+    // imsg dies during the first delivered page while 800 new rows arrive: the next session must
+    // not let them push the replay floor (once 1000) over the second page (1501..2000).
+    let db = mac.db.display().to_string();
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("imsg-sim rpc --db {db}")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the remote imsg was running");
+    backlog("new", 800);
+    bridge.wait_for_log("going on with the catch-up a reconnect interrupted");
+    wait_until("the backlog and the new rows", || delivered_texts(&seen).len() >= 1800);
+    let log = bridge.stderr().join("\n");
+    bridge.stop(SIGTERM);
+    let expected: Vec<String> = (1001..=2000)
+        .map(|i| format!("old {i}"))
+        .chain((1..=800).map(|i| format!("new {i}")))
+        .collect();
+    let got = delivered_texts(&seen);
+    assert!(got == expected, "the newest 1000 of the backlog, then the new rows, once each, in order (got {} texts)\n{log}", got.len());
+    assert_eq!(log.matches("skipped 1000 rows beyond bridge.replay").count(), 1, "{log}");
+}
