@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::config::{Account, Config};
 use crate::envelope::{Media, MediaStatus};
 use crate::imsg::{ImsgClient, Message};
-use crate::media::{Method, Stager};
+use crate::media::{Files, Method, Stager};
 use crate::rpc::ClientOptions;
 use crate::transport;
 
@@ -63,7 +63,7 @@ pub async fn run(
         ..ClientOptions::default()
     };
     let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-    let files = peer.files(runtime.media.sftp_timeout);
+    let files = Files::for_peer(&peer, runtime.media.sftp_timeout);
     let result = async {
         let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;
         match command {

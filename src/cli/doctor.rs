@@ -215,7 +215,7 @@ async fn run_checks(config: &Config, account: &Account, args: &DoctorArgs) -> Re
                 },
             );
             database_check(&mut r, &imsg, &plan).await;
-            let files = peer.files(Duration::from_secs(60));
+            let files = Files::for_peer(&peer, Duration::from_secs(60));
             files_checks(&mut r, &imsg, &files, account, config).await;
             send_check(&mut r, &imsg, args.send_test.as_deref(), account).await;
         }
@@ -513,8 +513,7 @@ async fn files_checks(r: &mut Report, imsg: &ImsgClient, files: &Files, account:
 }
 
 async fn home_of(remote: &Arc<RemoteFiles>) -> Option<String> {
-    let sftp = remote.sftp().await?;
-    sftp.canonicalize(".").await.ok()
+    remote.home().await
 }
 
 async fn list_dir(files: &Files, path: &str) -> Result<usize, crate::media::FileError> {
@@ -527,25 +526,7 @@ async fn list_dir(files: &Files, path: &str) -> Result<usize, crate::media::File
                 std::io::ErrorKind::NotFound => FileError::NotFound,
                 _ => FileError::Other(e.to_string()),
             }),
-        Files::Remote(remote) => {
-            let Some(sftp) = remote.sftp().await else {
-                return Err(FileError::Other("no sftp".into()));
-            };
-            match sftp.read_dir(path).await {
-                Ok(dir) => Ok(dir.count()),
-                Err(russh_sftp::client::error::Error::Status(s))
-                    if s.status_code == russh_sftp::protocol::StatusCode::PermissionDenied =>
-                {
-                    Err(FileError::Denied(s.error_message))
-                }
-                Err(russh_sftp::client::error::Error::Status(s))
-                    if s.status_code == russh_sftp::protocol::StatusCode::NoSuchFile =>
-                {
-                    Err(FileError::NotFound)
-                }
-                Err(e) => Err(FileError::Other(e.to_string())),
-            }
-        }
+        Files::Remote(remote) => remote.count_entries(path).await,
     }
 }
 

@@ -241,7 +241,7 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    // Our own crate at the chosen level; dependencies (russh, …) one notch quieter unless RUST_LOG says otherwise.
+    // Our own crate at the chosen level; dependencies (the SSH library, …) one notch quieter unless RUST_LOG says otherwise.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,imsg_bridge={level}")));
     let builder = tracing_subscriber::fmt()

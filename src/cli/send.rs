@@ -81,7 +81,7 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
         ..ClientOptions::default()
     };
     let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-    let files = peer.files(runtime.media.sftp_timeout);
+    let files = Files::for_peer(&peer, runtime.media.sftp_timeout);
     let mut uploads = Vec::new();
     let result = async {
         let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;

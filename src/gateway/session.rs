@@ -37,7 +37,7 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return Ok(()),
         opened = opening => opened?,
     };
-    let files = peer.files(account.media.sftp_timeout);
+    let files = Files::for_peer(&peer, account.media.sftp_timeout);
     let (transport, host_key) = match peer.connection() {
         Some(connection) => (
             connection.target().display(),

@@ -5,14 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::ChannelMsg;
-use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::transport::ssh::{SshConnection, quote};
+use crate::transport::Peer;
+use crate::transport::ssh::{ExecEvent, Sftp, SftpError, SshConnection, quote};
 
 /// Bytes read per request from the source; SFTP pipelines several of these underneath.
 const CHUNK: usize = 256 * 1024;
@@ -89,6 +87,19 @@ impl std::fmt::Debug for Files {
 }
 
 impl Files {
+    /// How attachment files are reached through `peer`: over its SSH connection, else in place.
+    pub fn for_peer(peer: &Peer, sftp_timeout: Duration) -> Files {
+        match peer.connection() {
+            Some(connection) => Files::remote(connection.clone(), sftp_timeout),
+            None => Files::Local,
+        }
+    }
+
+    /// The Mac's files over `connection`; each SFTP request is bounded by `sftp_timeout`.
+    pub fn remote(connection: Arc<SshConnection>, sftp_timeout: Duration) -> Files {
+        Files::Remote(Arc::new(RemoteFiles::new(connection, sftp_timeout)))
+    }
+
     pub async fn method(&self) -> Method {
         match self {
             Files::Local => Method::Local,
@@ -175,7 +186,7 @@ pub struct RemoteFiles {
 enum SftpState {
     /// Not opened yet, or dropped after a failure: opened on next use.
     Closed,
-    Open(Arc<SftpSession>),
+    Open(Arc<Sftp>),
     /// The server refused the subsystem: use exec `cat` for this connection.
     Refused,
 }
@@ -204,20 +215,20 @@ impl RemoteFiles {
     }
 
     /// The SFTP session, opened on first use; None when the server refuses the subsystem.
-    pub async fn sftp(&self) -> Option<Arc<SftpSession>> {
+    pub async fn sftp(&self) -> Option<Arc<Sftp>> {
         let mut state = self.state.lock().await;
         match &*state {
             SftpState::Open(session) => return Some(session.clone()),
             SftpState::Refused => return None,
             SftpState::Closed => {}
         }
-        match self.open_sftp().await {
-            Ok(Some(session)) => {
+        match self.connection.sftp(self.request_timeout).await {
+            Ok(session) => {
                 let session = Arc::new(session);
                 *state = SftpState::Open(session.clone());
                 Some(session)
             }
-            Ok(None) => {
+            Err(SftpError::Refused) => {
                 info!(target = %self.connection.target().display(), "the server refused the sftp subsystem; reading files with cat over exec");
                 *state = SftpState::Refused;
                 None
@@ -230,37 +241,8 @@ impl RemoteFiles {
         }
     }
 
-    async fn open_sftp(&self) -> Result<Option<SftpSession>, String> {
-        let mut channel = self
-            .connection
-            .handle()
-            .channel_open_session()
-            .await
-            .map_err(|e| e.to_string())?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match channel.wait().await {
-                Some(ChannelMsg::Success) => break,
-                Some(ChannelMsg::Failure) => return Ok(None),
-                None => return Err("the channel closed before the sftp subsystem started".into()),
-                Some(_) => {}
-            }
-        }
-        let config = russh_sftp::client::Config {
-            request_timeout_secs: self.request_timeout.as_secs().max(1),
-            ..Default::default()
-        };
-        SftpSession::new_with_config(channel.into_stream(), config)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-
     /// Forget a session that failed in a way a new one may fix.
-    async fn drop_sftp(&self, broken: &Arc<SftpSession>) {
+    async fn drop_sftp(&self, broken: &Arc<Sftp>) {
         let mut state = self.state.lock().await;
         if let SftpState::Open(current) = &*state
             && Arc::ptr_eq(current, broken)
@@ -270,26 +252,16 @@ impl RemoteFiles {
         }
     }
 
-    async fn sftp_error(
-        &self,
-        session: &Arc<SftpSession>,
-        err: russh_sftp::client::error::Error,
-    ) -> FileError {
-        use russh_sftp::client::error::Error;
+    /// What an SFTP failure means for the file; a broken session is dropped to be reopened.
+    async fn sftp_error(&self, session: &Arc<Sftp>, err: SftpError) -> FileError {
+        if err.breaks_session() {
+            self.drop_sftp(session).await;
+        }
         match err {
-            Error::Status(status) => match status.status_code {
-                StatusCode::NoSuchFile => FileError::NotFound,
-                StatusCode::PermissionDenied => FileError::Denied(status.error_message),
-                _ => FileError::Other(format!("{}: {}", status.status_code, status.error_message)),
-            },
-            Error::Timeout => {
-                self.drop_sftp(session).await;
-                FileError::Timeout
-            }
-            other => {
-                self.drop_sftp(session).await;
-                FileError::Other(other.to_string())
-            }
+            SftpError::NotFound { .. } => FileError::NotFound,
+            SftpError::Denied { message } => FileError::Denied(message),
+            SftpError::Timeout => FileError::Timeout,
+            other => FileError::Other(other.to_string()),
         }
     }
 
@@ -297,21 +269,37 @@ impl RemoteFiles {
         let Some(sftp) = self.sftp().await else {
             return self.exec_probe(path).await;
         };
-        let real = match sftp.canonicalize(path).await {
+        let real = match sftp.realpath(path).await {
             Ok(real) => real,
             Err(err) => return Err(self.sftp_error(&sftp, err).await),
         };
-        let meta = match sftp.metadata(real.as_str()).await {
-            Ok(meta) => meta,
+        let stat = match sftp.stat(&real).await {
+            Ok(stat) => stat,
             Err(err) => return Err(self.sftp_error(&sftp, err).await),
         };
-        if !meta.is_regular() {
+        if !stat.is_file {
             return Err(FileError::NotAFile);
         }
         Ok(Probe {
             real_path: real,
-            size: meta.len(),
+            size: stat.size,
         })
+    }
+
+    /// The login's home folder on the Mac (None without SFTP).
+    pub async fn home(&self) -> Option<String> {
+        self.sftp().await?.realpath(".").await.ok()
+    }
+
+    /// How many entries the folder at `path` lists (SFTP only).
+    pub async fn count_entries(&self, path: &str) -> Result<usize, FileError> {
+        let Some(sftp) = self.sftp().await else {
+            return Err(FileError::Other("no sftp".into()));
+        };
+        match sftp.count_entries(path).await {
+            Ok(n) => Ok(n),
+            Err(err) => Err(self.sftp_error(&sftp, err).await),
+        }
     }
 
     pub async fn read_into(
@@ -371,7 +359,8 @@ impl RemoteFiles {
         }
     }
 
-    /// Stream `cat -- <path>` from an exec channel into `out`, at most `limit` bytes.
+    /// Stream `cat -- <path>` from an exec channel into `out`, at most `limit` bytes; each step
+    /// (the exec's start, every chunk) is bounded by the request timeout.
     async fn exec_cat(
         &self,
         real_path: &str,
@@ -379,51 +368,72 @@ impl RemoteFiles {
         out: &mut (impl AsyncWrite + Unpin + Send),
     ) -> Result<u64, FileError> {
         let command = format!("/bin/cat -- {}", quote::quote(real_path));
-        let other = |e: russh::Error| FileError::Other(e.to_string());
-        let mut channel = self
-            .connection
-            .handle()
-            .channel_open_session()
+        let mut exec = tokio::time::timeout(self.request_timeout, self.connection.exec(&command))
             .await
-            .map_err(other)?;
-        channel.exec(true, command.as_str()).await.map_err(other)?;
+            .map_err(|_| FileError::Timeout)?
+            .map_err(|e| FileError::Other(e.to_string()))?;
         let mut total = 0u64;
         let mut status = None;
         let mut stderr = Vec::new();
         loop {
-            let message = tokio::time::timeout(self.request_timeout, channel.wait())
+            let event = tokio::time::timeout(self.request_timeout, exec.next())
                 .await
                 .map_err(|_| FileError::Timeout)?;
-            match message {
-                Some(ChannelMsg::Data { data }) => {
+            match event {
+                Some(ExecEvent::Stdout(data)) => {
                     total += data.len() as u64;
                     if total > limit {
-                        let _ = channel.close().await;
+                        let _ = exec.close().await;
                         return Err(FileError::TooLarge { limit });
                     }
                     out.write_all(&data)
                         .await
                         .map_err(|e| FileError::Other(format!("cannot write the local copy: {e}")))?;
                 }
-                Some(ChannelMsg::ExtendedData { data, .. }) if stderr.len() < 4096 => {
-                    stderr.extend_from_slice(&data)
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-                Some(ChannelMsg::Failure) => {
-                    return Err(FileError::Other(format!("the server refused `{command}`")));
-                }
-                Some(ChannelMsg::Close) | None => break,
+                Some(ExecEvent::Stderr(data)) if stderr.len() < 4096 => stderr.extend_from_slice(&data),
+                Some(ExecEvent::Exited(code)) => status = Some(code),
+                None => break,
                 Some(_) => {}
             }
         }
-        let stderr = String::from_utf8_lossy(&stderr);
-        match status {
-            Some(0) => Ok(total),
-            _ if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") => {
-                Err(FileError::Denied(stderr.trim().to_string()))
-            }
-            _ if stderr.contains("No such file") => Err(FileError::NotFound),
-            _ => Err(FileError::Other(format!("cat failed: {}", stderr.trim()))),
+        cat_outcome(status, &String::from_utf8_lossy(&stderr), total)
+    }
+}
+
+/// What `cat` ending with `status` and `stderr` means for the file.
+fn cat_outcome(status: Option<i32>, stderr: &str, total: u64) -> Result<u64, FileError> {
+    match status {
+        Some(0) => Ok(total),
+        _ if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") => {
+            Err(FileError::Denied(stderr.trim().to_string()))
         }
+        _ if stderr.contains("No such file") => Err(FileError::NotFound),
+        _ => Err(FileError::Other(format!("cat failed: {}", stderr.trim()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_cat_yields_the_bytes_read() {
+        assert_eq!(cat_outcome(Some(0), "", 42).ok(), Some(42));
+    }
+
+    #[test]
+    fn a_failed_cat_is_told_apart_by_what_it_said_on_stderr() {
+        let denied = cat_outcome(Some(1), "cat: x: Operation not permitted\n", 0);
+        assert!(
+            matches!(&denied, Err(FileError::Denied(d)) if d == "cat: x: Operation not permitted"),
+            "{denied:?}"
+        );
+        let missing = cat_outcome(Some(1), "cat: x: No such file or directory", 0);
+        assert!(matches!(missing, Err(FileError::NotFound)), "{missing:?}");
+        let killed = cat_outcome(None, "", 10);
+        assert!(
+            matches!(&killed, Err(FileError::Other(m)) if m == "cat failed: "),
+            "{killed:?}"
+        );
     }
 }

@@ -1,18 +1,17 @@
 //! Outbound files: upload into an owner-only staging folder on the Mac
 //! (`~/.imsg-bridge/outbound/<uuid>/<name>`, folder mode 0700) so imsg's `send` can name a path the
-//! Mac can read, and remove it after the grace period.
+//! Mac can read, and remove it after the grace period. SFTP when the server offers it, else `cat >`
+//! on an exec channel (written only once the server has accepted the exec).
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use russh::ChannelMsg;
-use russh_sftp::protocol::FileAttributes;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
 use super::files::{FileError, RemoteFiles};
 use super::policy::safe_name;
-use crate::transport::ssh::quote;
+use crate::transport::ssh::{ExecEvent, Sftp, SftpError, SshError, quote};
 
 /// Staging folder under the remote user's home.
 pub const STAGING: &str = ".imsg-bridge/outbound";
@@ -47,37 +46,38 @@ pub async fn upload(remote: &RemoteFiles, local: &Path, max_bytes: u64) -> Resul
     );
     let id = uuid::Uuid::new_v4().to_string();
     match remote.sftp().await {
-        Some(sftp) => {
-            let sftp_err = |e: russh_sftp::client::error::Error| FileError::Other(format!("sftp: {e}"));
-            let home = sftp.canonicalize(".").await.map_err(sftp_err)?;
-            let mut dir = home.trim_end_matches('/').to_string();
-            for part in STAGING.split('/').chain([id.as_str()]) {
-                dir = format!("{dir}/{part}");
-                // Existing parents are fine; the last create must succeed (checked by the open below).
-                let _ = sftp.create_dir(dir.as_str()).await;
-            }
-            let mut private = FileAttributes::empty();
-            private.permissions = Some(0o700);
-            sftp.set_metadata(dir.as_str(), private).await.map_err(sftp_err)?;
-            let remote_path = format!("{dir}/{name}");
-            let mut file = sftp.create(remote_path.as_str()).await.map_err(sftp_err)?;
-            let mut source = tokio::fs::File::open(local)
-                .await
-                .map_err(|e| FileError::Other(format!("cannot read {}: {e}", local.display())))?;
-            let bytes = tokio::io::copy(&mut source, &mut file)
-                .await
-                .map_err(|e| FileError::Other(format!("upload failed: {e}")))?;
-            file.shutdown()
-                .await
-                .map_err(|e| FileError::Other(format!("upload failed: {e}")))?;
-            Ok(Uploaded {
-                remote_path,
-                remote_dir: dir,
-                bytes,
-            })
-        }
+        Some(sftp) => sftp_upload(&sftp, local, &id, &name).await,
         None => exec_upload(remote, local, &id, &name).await,
     }
+}
+
+/// Over SFTP: create the folders, make the last one owner-only, write the file.
+async fn sftp_upload(sftp: &Sftp, local: &Path, id: &str, name: &str) -> Result<Uploaded, FileError> {
+    let sftp_err = |e: SftpError| FileError::Other(format!("sftp: {e}"));
+    let home = sftp.realpath(".").await.map_err(sftp_err)?;
+    let mut dir = home.trim_end_matches('/').to_string();
+    for part in STAGING.split('/').chain([id]) {
+        dir = format!("{dir}/{part}");
+        // Existing parents are fine; the last create must succeed (checked by the open below).
+        let _ = sftp.create_dir(&dir).await;
+    }
+    sftp.set_mode(&dir, 0o700).await.map_err(sftp_err)?;
+    let remote_path = format!("{dir}/{name}");
+    let mut file = sftp.create(&remote_path).await.map_err(sftp_err)?;
+    let mut source = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| FileError::Other(format!("cannot read {}: {e}", local.display())))?;
+    let bytes = tokio::io::copy(&mut source, &mut file)
+        .await
+        .map_err(|e| FileError::Other(format!("upload failed: {e}")))?;
+    file.shutdown()
+        .await
+        .map_err(|e| FileError::Other(format!("upload failed: {e}")))?;
+    Ok(Uploaded {
+        remote_path,
+        remote_dir: dir,
+        bytes,
+    })
 }
 
 /// Without SFTP: `mkdir` and `cat >` over an exec channel, the file on stdin.
@@ -91,26 +91,20 @@ async fn exec_upload(
         "umask 077; d=\"$HOME\"/{STAGING}/{id}; mkdir -p \"$d\" && cat > \"$d\"/{name} && printf '%s\\n' \"$d\"",
         name = quote::quote(name)
     );
-    let other = |e: russh::Error| FileError::Other(e.to_string());
-    let mut channel = remote
-        .connection()
-        .handle()
-        .channel_open_session()
-        .await
-        .map_err(other)?;
-    channel.exec(true, command.as_str()).await.map_err(other)?;
     let source = tokio::fs::File::open(local)
         .await
         .map_err(|e| FileError::Other(format!("cannot read {}: {e}", local.display())))?;
     let bytes = tokio::fs::metadata(local).await.map(|m| m.len()).unwrap_or(0);
-    channel.data(source).await.map_err(other)?;
-    channel.eof().await.map_err(other)?;
+    let other = |e: SshError| FileError::Other(e.to_string());
+    // Returns once the server accepted the exec: the file is never written into a refused channel.
+    let mut exec = remote.connection().exec(&command).await.map_err(other)?;
+    exec.send(source).await.map_err(other)?;
+    exec.eof().await.map_err(other)?;
     let (mut stdout, mut status) = (Vec::new(), None);
-    while let Some(message) = channel.wait().await {
-        match message {
-            ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            ChannelMsg::Close => break,
+    while let Some(event) = exec.next().await {
+        match event {
+            ExecEvent::Stdout(data) => stdout.extend_from_slice(&data),
+            ExecEvent::Exited(code) => status = Some(code),
             _ => {}
         }
     }
@@ -136,8 +130,8 @@ pub async fn remove(remote: &RemoteFiles, uploaded: &Uploaded) {
     }
     let result = match remote.sftp().await {
         Some(sftp) => {
-            let file = sftp.remove_file(uploaded.remote_path.as_str()).await;
-            let dir = sftp.remove_dir(uploaded.remote_dir.as_str()).await;
+            let file = sftp.remove_file(&uploaded.remote_path).await;
+            let dir = sftp.remove_dir(&uploaded.remote_dir).await;
             file.and(dir).map_err(|e| e.to_string())
         }
         None => {

@@ -1,5 +1,6 @@
 //! How we reach `imsg rpc`: a local (or wrapper) process, or the native SSH connection. `resolve`
-//! decides which per account; `open` starts the peer and hands back a JSON-RPC client.
+//! decides which per account; `open` starts the peer and hands back a JSON-RPC client. Everything
+//! else that runs over the connection (SFTP, exec) is asked of the peer's `SshConnection`.
 
 pub mod process;
 pub mod resolve;
@@ -82,17 +83,7 @@ impl Peer {
         Some("the SSH connection closed".to_string())
     }
 
-    /// How attachment files are reached through this peer.
-    pub fn files(&self, sftp_timeout: std::time::Duration) -> crate::media::Files {
-        match self {
-            Peer::Ssh { connection, .. } => crate::media::Files::Remote(Arc::new(
-                crate::media::RemoteFiles::new(connection.clone(), sftp_timeout),
-            )),
-            Peer::Process(_) => crate::media::Files::Local,
-        }
-    }
-
-    /// The SSH connection, when there is one (SFTP rides on it).
+    /// The SSH connection, when there is one: attachments ask it for SFTP or exec channels.
     pub fn connection(&self) -> Option<&Arc<SshConnection>> {
         match self {
             Peer::Ssh { connection, .. } => Some(connection),

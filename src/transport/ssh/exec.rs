@@ -1,16 +1,16 @@
-//! Exec channels: `imsg rpc` as a JSON-RPC peer over SSH, and short commands whose output we capture.
+//! `imsg rpc` as a JSON-RPC peer over SSH, and short commands whose output we capture; both run on
+//! the connection's one exec helper ([`SshConnection::exec`]).
 //!
-//! The channel is read with `split()` + `wait()` in a dedicated task (never `into_stream`, which drops
-//! stderr, the exit status and the exec reply), and that task never waits on anything slow: one
-//! undrained channel stalls the whole connection, keepalives included.
+//! The rpc channel is read in a dedicated task that never waits on anything slow: one undrained
+//! channel stalls the whole connection, keepalives included.
 
 use std::time::Duration;
 
-use russh::ChannelMsg;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
+use super::channel::{ExecEvent, ExecInput, ExecOutput};
 use super::{SshConnection, SshError};
 use crate::rpc::{ClientOptions, ExitInfo, PeerInfo, RpcClient, StderrRing, truncate_chars};
 
@@ -46,81 +46,36 @@ impl ExecHandle {
     }
 }
 
+/// Where the remote command's output and exit go.
+struct Outlets {
+    to_client: WriteHalf<DuplexStream>,
+    stderr: StderrRing,
+    exit: oneshot::Sender<ExitInfo>,
+    exited: watch::Sender<Option<ExitInfo>>,
+}
+
 /// Run `command` on the connection and speak JSON-RPC with it.
 pub async fn exec_rpc(
     connection: &SshConnection,
     command: &str,
     options: ClientOptions,
 ) -> Result<(RpcClient, ExecHandle), SshError> {
-    let mut channel = connection.handle().channel_open_session().await?;
-    channel.exec(true, command).await?;
-    wait_reply(&mut channel, command).await?;
-    let (mut read_half, write_half) = channel.split();
-
+    let (output, input) = connection.exec(command).await?.split();
     let (client_side, bridge_side) = tokio::io::duplex(PIPE_BYTES);
     let (client_read, client_write) = tokio::io::split(client_side);
-    let (mut from_client, mut to_client) = tokio::io::split(bridge_side);
+    let (from_client, to_client) = tokio::io::split(bridge_side);
     let ring = StderrRing::new();
     let (exit_tx, exit_rx) = oneshot::channel();
     let (exited_tx, exited_rx) = watch::channel(None);
     let (close_tx, close_rx) = oneshot::channel::<()>();
-
-    let stderr = ring.clone();
-    tokio::spawn(async move {
-        let mut exit = None;
-        let mut partial = Vec::new();
-        while let Some(message) = read_half.wait().await {
-            match message {
-                // The RPC reader routes without blocking, so this write completes promptly.
-                ChannelMsg::Data { data } if to_client.write_all(&data).await.is_err() => {
-                    debug!("rpc client gone; discarding remote output");
-                }
-                ChannelMsg::ExtendedData { data, ext: 1 } => push_stderr(&stderr, &mut partial, &data),
-                ChannelMsg::ExitStatus { exit_status } => exit = Some(ExitInfo::Code(exit_status as i32)),
-                ChannelMsg::ExitSignal {
-                    signal_name,
-                    error_message,
-                    ..
-                } => {
-                    stderr.push(&format!(
-                        "remote imsg killed by signal {signal_name:?} {error_message}"
-                    ));
-                    exit = Some(ExitInfo::Signal(signal_number(&signal_name)));
-                }
-                ChannelMsg::Eof => {
-                    let _ = to_client.shutdown().await;
-                }
-                ChannelMsg::Close => break,
-                _ => {}
-            }
-        }
-        if !partial.is_empty() {
-            stderr.push(&String::from_utf8_lossy(&partial));
-        }
-        let _ = to_client.shutdown().await;
-        let info = exit.unwrap_or(ExitInfo::Unknown);
-        let _ = exit_tx.send(info);
-        exited_tx.send_replace(Some(info));
-    });
-
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from_client.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if write_half.data(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = write_half.eof().await;
-        // Keep the channel open until asked (or the handle is dropped) so the exit status can arrive.
-        let _ = close_rx.await;
-        let _ = write_half.close().await;
-    });
-
+    let outlets = Outlets {
+        to_client,
+        stderr: ring.clone(),
+        exit: exit_tx,
+        exited: exited_tx,
+    };
+    tokio::spawn(pump_output(output, outlets));
+    tokio::spawn(pump_input(from_client, input, close_rx));
     let client = RpcClient::start(
         client_read,
         client_write,
@@ -139,6 +94,62 @@ pub async fn exec_rpc(
     ))
 }
 
+/// Route the command's stdout to the RPC client, its stderr to the ring, and record its exit.
+async fn pump_output(mut output: ExecOutput, mut outlets: Outlets) {
+    let mut exit = None;
+    let mut partial = Vec::new();
+    while let Some(event) = output.next().await {
+        match event {
+            // The RPC reader routes without blocking, so this write completes promptly.
+            ExecEvent::Stdout(data) if outlets.to_client.write_all(&data).await.is_err() => {
+                debug!("rpc client gone; discarding remote output");
+            }
+            ExecEvent::Stdout(_) => {}
+            ExecEvent::Stderr(data) => push_stderr(&outlets.stderr, &mut partial, &data),
+            ExecEvent::Exited(code) => exit = Some(ExitInfo::Code(code)),
+            ExecEvent::Killed {
+                signal,
+                number,
+                message,
+            } => {
+                outlets
+                    .stderr
+                    .push(&format!("remote imsg killed by signal {signal} {message}"));
+                exit = Some(ExitInfo::Signal(number));
+            }
+            ExecEvent::Eof => {
+                let _ = outlets.to_client.shutdown().await;
+            }
+        }
+    }
+    if !partial.is_empty() {
+        outlets.stderr.push(&String::from_utf8_lossy(&partial));
+    }
+    let _ = outlets.to_client.shutdown().await;
+    let info = exit.unwrap_or(ExitInfo::Unknown);
+    let _ = outlets.exit.send(info);
+    outlets.exited.send_replace(Some(info));
+}
+
+/// Forward the RPC client's requests to the command's stdin; EOF when the client closes its input.
+async fn pump_input(mut from_client: ReadHalf<DuplexStream>, input: ExecInput, close: oneshot::Receiver<()>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from_client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if input.send(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = input.eof().await;
+    // Keep the channel open until asked (or the handle is dropped) so the exit status can arrive.
+    let _ = close.await;
+    let _ = input.close().await;
+}
+
 /// What a short remote command printed.
 #[derive(Debug, Clone, Default)]
 pub struct Captured {
@@ -155,17 +166,14 @@ pub async fn exec_capture(
 ) -> Result<Captured, SshError> {
     const LIMIT: usize = 64 * 1024;
     let run = async {
-        let mut channel = connection.handle().channel_open_session().await?;
-        channel.exec(true, command).await?;
-        wait_reply(&mut channel, command).await?;
+        let mut exec = connection.exec(command).await?;
         let mut captured = Captured::default();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(message) = channel.wait().await {
-            match message {
-                ChannelMsg::Data { data } if out.len() < LIMIT => out.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, .. } if err.len() < LIMIT => err.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => captured.status = Some(exit_status as i32),
-                ChannelMsg::Close => break,
+        while let Some(event) = exec.next().await {
+            match event {
+                ExecEvent::Stdout(data) if out.len() < LIMIT => out.extend_from_slice(&data),
+                ExecEvent::Stderr(data) if err.len() < LIMIT => err.extend_from_slice(&data),
+                ExecEvent::Exited(code) => captured.status = Some(code),
                 _ => {}
             }
         }
@@ -182,21 +190,6 @@ pub async fn exec_capture(
         })?
 }
 
-/// The want_reply answer to exec/subsystem arrives as Success/Failure on the channel.
-async fn wait_reply(channel: &mut russh::Channel<russh::client::Msg>, command: &str) -> Result<(), SshError> {
-    loop {
-        match channel.wait().await {
-            Some(ChannelMsg::Success) => return Ok(()),
-            Some(ChannelMsg::Failure) | None => {
-                return Err(SshError::ExecRefused {
-                    command: command.to_string(),
-                });
-            }
-            Some(_) => {}
-        }
-    }
-}
-
 fn push_stderr(ring: &StderrRing, partial: &mut Vec<u8>, data: &[u8]) {
     partial.extend_from_slice(data);
     while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
@@ -211,22 +204,5 @@ fn push_stderr(ring: &StderrRing, partial: &mut Vec<u8>, data: &[u8]) {
     if partial.len() > 4096 {
         ring.push(&String::from_utf8_lossy(partial));
         partial.clear();
-    }
-}
-
-fn signal_number(name: &russh::Sig) -> i32 {
-    match name {
-        russh::Sig::HUP => 1,
-        russh::Sig::INT => 2,
-        russh::Sig::QUIT => 3,
-        russh::Sig::ILL => 4,
-        russh::Sig::ABRT => 6,
-        russh::Sig::FPE => 8,
-        russh::Sig::KILL => 9,
-        russh::Sig::SEGV => 11,
-        russh::Sig::PIPE => 13,
-        russh::Sig::ALRM => 14,
-        russh::Sig::TERM => 15,
-        _ => 0,
     }
 }

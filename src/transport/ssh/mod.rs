@@ -1,13 +1,17 @@
-//! The native SSH transport (russh): one connection per account carrying the `imsg rpc` exec channel
-//! (and, later, SFTP). Host keys are checked by our own known_hosts matcher, authentication follows
-//! OpenSSH's order, ProxyJump hops run over direct-tcpip channels, and every phase is time-boxed.
+//! The native SSH transport (russh), the only code that speaks to russh and russh-sftp (besides the
+//! demo server): one connection per account carrying the `imsg rpc` exec channel, the other exec
+//! commands and the attachments' SFTP session (docs/ssh.md, docs/attachments.md). Host keys are
+//! checked by our own known_hosts matcher, authentication follows OpenSSH's order, ProxyJump hops
+//! run over direct-tcpip channels, and every phase is time-boxed.
 
 mod auth;
+pub mod channel;
 pub mod exec;
 mod handler;
 pub mod known_hosts;
 mod pattern;
 pub mod quote;
+pub mod sftp;
 pub mod ssh_config;
 
 use std::path::PathBuf;
@@ -19,7 +23,9 @@ use russh::{Disconnect, Preferred};
 use tracing::{debug, info};
 
 pub use auth::AuthMethod;
+pub use channel::{Chunk, ExecChannel, ExecEvent, ExecInput, ExecOutput};
 use handler::{ClientHandler, Observed, Refusal};
+pub use sftp::{Sftp, SftpError, SftpFile, Stat};
 
 /// How long authentication may take in all (Tailscale "check" mode can otherwise hold for 30 min).
 const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -157,10 +163,6 @@ impl SshConnection {
     /// Why the session ended, when it has: the first thing an operator asks after "connection lost".
     pub fn end_reason(&self) -> Option<String> {
         handler::lock(&self.observed).ended.clone()
-    }
-
-    pub(crate) fn handle(&self) -> &Handle<ClientHandler> {
-        &self.handle
     }
 
     /// Say goodbye politely; the session ends either way.
