@@ -11,12 +11,11 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::account::OpenAccount;
 use crate::config::{Account, Config};
 use crate::envelope::{Media, MediaStatus};
 use crate::imsg::{ImsgClient, Message};
-use crate::media::{Files, Method, Stager};
-use crate::rpc::ClientOptions;
-use crate::transport;
+use crate::media::{Method, Stager};
 
 #[derive(Debug, Subcommand)]
 pub enum AttachmentsCommand {
@@ -57,31 +56,19 @@ pub async fn run(
     account: &Account,
     command: &AttachmentsCommand,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = super::runtime_of(config, account)?;
-    let options = ClientOptions {
-        request_timeout: runtime.probe_timeout,
-        ..ClientOptions::default()
-    };
-    let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-    let files = Files::for_peer(&peer, runtime.media.sftp_timeout);
-    let result = async {
-        let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;
+    super::account::with_account(config, account, async |open: &OpenAccount| {
+        let mut stager = open.runtime.media.stager(&open.runtime.id, open.files.clone());
         match command {
-            AttachmentsCommand::Check(args) => {
-                check(&imsg, runtime.media.stager(&runtime.id, files), args).await
-            }
+            AttachmentsCommand::Check(args) => check(&open.imsg, stager, args).await,
             AttachmentsCommand::Pull(args) => {
-                let mut stager = runtime.media.stager(&runtime.id, files);
                 if let Some(out) = &args.out {
                     stager.dir = out.clone();
                 }
-                pull(&imsg, stager, args).await
+                pull(&open.imsg, stager, args).await
             }
         }
-    }
-    .await;
-    peer.stop(&rpc).await;
-    result
+    })
+    .await
 }
 
 /// The newest messages with attachments, newest first.

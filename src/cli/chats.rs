@@ -4,10 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::account::{OpenAccount, with_account};
 use crate::config::{Account, Config};
-use crate::imsg::ImsgClient;
-use crate::rpc::ClientOptions;
-use crate::transport;
 
 #[derive(Debug, Args)]
 pub struct ChatsArgs {
@@ -34,30 +32,9 @@ pub struct HistoryArgs {
     json: bool,
 }
 
-/// Start the account's `imsg rpc` (process or SSH), run `f` against it, stop it.
-async fn with_imsg<T>(
-    config: &Config,
-    account: &Account,
-    f: impl AsyncFnOnce(&ImsgClient) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let runtime = super::runtime_of(config, account)?;
-    let options = ClientOptions {
-        request_timeout: runtime.probe_timeout,
-        ..ClientOptions::default()
-    };
-    let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-    let result = async {
-        let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;
-        f(&imsg).await
-    }
-    .await;
-    peer.stop(&rpc).await;
-    result
-}
-
 pub async fn chats(config: &Config, account: &Account, args: &ChatsArgs) -> anyhow::Result<ExitCode> {
-    let chats = with_imsg(config, account, async |imsg: &ImsgClient| {
-        Ok(imsg.chats_list(args.limit).await?)
+    let chats = with_account(config, account, async |open: &OpenAccount| {
+        Ok(open.imsg.chats_list(args.limit).await?)
     })
     .await?;
     for chat in chats {
@@ -78,8 +55,11 @@ pub async fn chats(config: &Config, account: &Account, args: &ChatsArgs) -> anyh
 }
 
 pub async fn history(config: &Config, account: &Account, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let messages = with_imsg(config, account, async |imsg: &ImsgClient| {
-        Ok(imsg.history(args.chat_id, args.limit, args.attachments).await?)
+    let messages = with_account(config, account, async |open: &OpenAccount| {
+        Ok(open
+            .imsg
+            .history(args.chat_id, args.limit, args.attachments)
+            .await?)
     })
     .await?;
     for message in messages {

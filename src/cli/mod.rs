@@ -1,6 +1,7 @@
 //! Command line: clap subcommands, one file each, logging set-up, and the mapping of errors to exit
 //! codes (0 success, 1 a check or operation failed, 2 usage or config error). `anyhow` lives here.
 
+mod account;
 mod attachments;
 mod chats;
 mod demo;

@@ -9,12 +9,10 @@ use chrono::{SecondsFormat, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
+use super::account::{OpenAccount, with_account};
 use crate::config::{Account, Config};
-use crate::imsg::ImsgClient;
 use crate::outbound;
 use crate::pairing::{self, PairingStore, Request};
-use crate::rpc::ClientOptions;
-use crate::transport;
 
 /// imsg's `send` may wait on Messages; as long as `imsg-bridge send` allows.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,22 +126,13 @@ async fn notify_approved(config: &Config, account: &Account, id: &str) -> anyhow
         &account.region,
     )
     .map_err(|e| anyhow::anyhow!(e.0))?;
-    let runtime = super::runtime_of(config, account)?;
-    let options = ClientOptions {
-        request_timeout: runtime.probe_timeout,
-        ..ClientOptions::default()
-    };
-    let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-    let result = async {
-        let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;
+    with_account(config, account, async |open: &OpenAccount| {
         for params in requests {
-            imsg.send(params, SEND_TIMEOUT).await?;
+            open.imsg.send(params, SEND_TIMEOUT).await?;
         }
         anyhow::Ok(())
-    }
-    .await;
-    peer.stop(&rpc).await;
-    result
+    })
+    .await
 }
 
 #[cfg(test)]

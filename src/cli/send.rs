@@ -11,12 +11,10 @@ use serde_json::json;
 use tracing::info;
 
 use super::CliError;
+use super::account::OpenAccount;
 use crate::config::{Account, Config};
-use crate::imsg::ImsgClient;
 use crate::media::{Files, upload};
 use crate::outbound;
-use crate::rpc::ClientOptions;
-use crate::transport;
 
 /// imsg's `send` may wait on Messages; longer than the probe timeout (DESIGN §4).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,19 +73,14 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
         return Ok(ExitCode::SUCCESS);
     }
 
-    let runtime = super::runtime_of(config, account)?;
-    let options = ClientOptions {
-        request_timeout: runtime.probe_timeout,
-        ..ClientOptions::default()
-    };
-    let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-    let files = Files::for_peer(&peer, runtime.media.sftp_timeout);
+    let open = OpenAccount::open(config, account).await?;
+    let files = &open.files;
     let mut uploads = Vec::new();
     let result = async {
-        let imsg = ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await?;
+        let imsg = &open.imsg;
         let mut remote_paths = Vec::new();
         for file in &args.file {
-            match &files {
+            match files {
                 // imsg runs here: it reads the file where it is.
                 Files::Local => remote_paths.push(std::fs::canonicalize(file)?.display().to_string()),
                 Files::Remote(remote) => {
@@ -113,7 +106,7 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
         anyhow::Ok(())
     }
     .await;
-    if let Files::Remote(remote) = &files
+    if let Files::Remote(remote) = files
         && !uploads.is_empty()
     {
         // Messages may still be reading the file when `send` returns.
@@ -128,6 +121,6 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
             upload::remove(remote, uploaded).await;
         }
     }
-    peer.stop(&rpc).await;
+    open.stop().await;
     result.map(|()| ExitCode::SUCCESS)
 }
