@@ -202,135 +202,232 @@ impl Policy {
     }
 
     fn decide_inner(&mut self, inbound: &Inbound<'_>, now_ms: u64) -> Decision {
+        match self.stages(inbound, now_ms) {
+            Stage::Break(verdict) => verdict,
+            Stage::Continue(dispatch) => Decision::Dispatch(dispatch),
+        }
+    }
+
+    /// The stages in the reference's order (§5.4); each one passes the row on or decides.
+    fn stages(&mut self, inbound: &Inbound<'_>, now_ms: u64) -> Stage<Dispatch> {
+        let row = self.classify(inbound, now_ms)?;
+        let self_chat_checked = self.screen_own_row(&row, inbound, now_ms)?;
+        if row.is_group && row.chat_id.is_none() {
+            return dropped(DropReason::GroupWithoutChatId);
+        }
+        let dm_allowlist = self.check_access(&row, inbound)?;
+        self.check_content(&row, inbound, self_chat_checked, now_ms)?;
+        self.gate_mentions(&row, inbound, &dm_allowlist)
+    }
+
+    /// Who sent the row, in which chat, whether it is a group, and whether the echo cache knows
+    /// it as ours; a row without a sender goes no further.
+    fn classify<'a>(&self, inbound: &Inbound<'a>, now_ms: u64) -> Stage<Row<'a>> {
         let s = &self.settings;
         let m = inbound.message;
         let sender = m.sender.trim();
         if sender.is_empty() {
-            return Decision::Drop(DropReason::MissingSender);
+            return dropped(DropReason::MissingSender);
         }
         let sender_normalized = normalize_handle(sender);
         let chat_id = chat_id_of(m);
-        let who = Who {
-            sender_normalized: &sender_normalized,
-            chat_id,
-            chat_guid: &m.chat_guid,
-            chat_identifier: &m.chat_identifier,
-        };
-
-        // Group registry (§6.7), with fix 4: under `allowlist`, a non-empty groupAllowFrom admits
-        // matching senders without a `groups` map.
-        let group_key = chat_id.map(|id| id.to_string());
-        let group_config = group_key.as_ref().and_then(|k| s.groups.get(k));
-        let wildcard = s.groups.get("*");
-        let allowlist_enabled = s.group_policy == GroupPolicy::Allowlist || !s.groups.is_empty();
-        let sender_list_suffices = s.group_policy == GroupPolicy::Allowlist
-            && s.groups.is_empty()
-            && s.group_allow_from.as_ref().is_some_and(|l| !l.is_empty());
-        let registry_allows = s.group_policy != GroupPolicy::Disabled
-            && (!allowlist_enabled || wildcard.is_some() || group_config.is_some() || sender_list_suffices);
-        let is_group = m.is_group || (chat_id.is_some() && allowlist_enabled && group_config.is_some());
-
-        // Self-chat classification (§5.6), DMs only.
-        let echo_scopes = echo_scopes(&s.account, sender, is_group, chat_id);
+        let registry = Registry::of(s, chat_id);
+        let is_group = m.is_group || (chat_id.is_some() && registry.allowlist_enabled && registry.listed);
         let self_scope = match (is_group, chat_id) {
             (true, Some(id)) => format!("{}:chat_id:{id}:imessage:{sender_normalized}", s.account),
             _ => format!("{}:imessage:{sender_normalized}", s.account),
         };
+        let sent_by_us = self.sent_by_us(
+            m,
+            inbound.body_text,
+            &echo_scopes(&s.account, sender, is_group, chat_id),
+            now_ms,
+        );
+        Stage::Continue(Row {
+            message: m,
+            sender,
+            sender_normalized,
+            chat_id,
+            is_group,
+            registry,
+            self_scope,
+            sent_by_us,
+        })
+    }
+
+    /// Whether the echo cache holds this row (by id or text) in one of its conversation's scopes.
+    fn sent_by_us(&self, m: &Message, body_text: &str, scopes: &[String], now_ms: u64) -> bool {
         let id_text = m.id.to_string();
         let guid = m.guid.trim();
         let ids: Vec<&str> = [id_text.as_str(), guid]
             .into_iter()
             .filter(|i| !i.is_empty())
             .collect();
-        let mut self_chat_checked = false;
-        let sent_by_us = echo_scopes.iter().any(|scope| {
+        scopes.iter().any(|scope| {
             self.echo
-                .has(scope, Some(inbound.body_text), &ids, guid.is_empty(), now_ms)
-        });
-        if m.is_from_me {
-            let identifier = normalize_handle(&m.chat_identifier);
-            let destination = m
-                .destination_caller_id
-                .as_deref()
-                .map(str::trim)
-                .filter(|d| !d.is_empty());
-            let same_thread = !is_group && identifier == sender_normalized;
-            let true_self =
-                same_thread && destination.is_some_and(|d| normalize_handle(d) == sender_normalized);
-            let ambiguous = same_thread && destination.is_none();
-            if ambiguous {
-                self.self_chat
-                    .remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
-                return Decision::Drop(own_row(sent_by_us));
-            }
-            if !true_self {
-                return Decision::Drop(own_row(sent_by_us));
-            }
-            self.self_chat
-                .remember(&self_scope, inbound.created_ms, inbound.body_text, now_ms);
-            if sent_by_us {
-                return Decision::Drop(DropReason::AgentEchoInSelfChat);
-            }
-            // The user writing to themselves: a normal inbound from here on.
-            self_chat_checked = true;
-        }
-        if is_group && chat_id.is_none() {
-            return Decision::Drop(DropReason::GroupWithoutChatId);
-        }
+                .has(scope, Some(body_text), &ids, guid.is_empty(), now_ms)
+        })
+    }
 
-        // Access control (§6.1, §6.6).
+    /// Our own rows (§5.6): outside a true self-chat they are dropped (as our send when the echo
+    /// cache knows them); in a self-chat, the user writing to themselves goes on as a normal
+    /// inbound. Continues with whether the self-chat cache was consulted already.
+    fn screen_own_row(&mut self, row: &Row<'_>, inbound: &Inbound<'_>, now_ms: u64) -> Stage<bool> {
+        let m = row.message;
+        if !m.is_from_me {
+            return Stage::Continue(false);
+        }
+        let identifier = normalize_handle(&m.chat_identifier);
+        let destination = m
+            .destination_caller_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty());
+        let same_thread = !row.is_group && identifier == row.sender_normalized;
+        let true_self =
+            same_thread && destination.is_some_and(|d| normalize_handle(d) == row.sender_normalized);
+        // A thread with ourselves but no destination may be a self-chat: remembered, then dropped.
+        let ambiguous = same_thread && destination.is_none();
+        if ambiguous || true_self {
+            self.self_chat
+                .remember(&row.self_scope, inbound.created_ms, inbound.body_text, now_ms);
+        }
+        if !true_self {
+            return dropped(own_row(row.sent_by_us));
+        }
+        if row.sent_by_us {
+            return dropped(DropReason::AgentEchoInSelfChat);
+        }
+        Stage::Continue(true)
+    }
+
+    /// Access control (§6.1, §6.6): the group policy and sender list, or the DM policy (a stranger
+    /// in a `pairing` DM gets a code), then the group registry. Continues with the DM allowlist,
+    /// pairing approvals included.
+    fn check_access(&self, row: &Row<'_>, inbound: &Inbound<'_>) -> Stage<Allowlist> {
+        let s = &self.settings;
+        let who = row.who();
         let dm_allowlist = s.allow_from.with(inbound.paired);
-        if is_group {
+        if row.is_group {
             let list = s.effective_group_allowlist();
             match s.group_policy {
-                GroupPolicy::Disabled => return Decision::Drop(DropReason::GroupPolicyDisabled),
-                GroupPolicy::Allowlist if list.is_empty() => {
-                    return Decision::Drop(DropReason::GroupAllowlistEmpty);
-                }
+                GroupPolicy::Disabled => return dropped(DropReason::GroupPolicyDisabled),
+                GroupPolicy::Allowlist if list.is_empty() => return dropped(DropReason::GroupAllowlistEmpty),
                 GroupPolicy::Allowlist if !list.matches(&who) => {
-                    return Decision::Drop(DropReason::NotInGroupAllowFrom);
+                    return dropped(DropReason::NotInGroupAllowFrom);
                 }
                 _ => {}
             }
         } else {
             match s.dm_policy {
-                DmPolicy::Disabled => return Decision::Drop(DropReason::DmPolicyDisabled),
+                DmPolicy::Disabled => return dropped(DropReason::DmPolicyDisabled),
                 DmPolicy::Open => {}
                 DmPolicy::Allowlist if !s.allow_from.matches(&who) => {
-                    return Decision::Drop(DropReason::DmPolicyBlocked);
+                    return dropped(DropReason::DmPolicyBlocked);
                 }
                 DmPolicy::Allowlist => {}
                 DmPolicy::Pairing if !dm_allowlist.matches(&who) => {
-                    return Decision::Pairing {
-                        sender_id: sender_normalized.clone(),
-                        reply_to: chat_id.map_or_else(|| sender.to_string(), |id| format!("chat_id:{id}")),
-                    };
+                    return Stage::Break(Decision::Pairing {
+                        sender_id: row.sender_normalized.clone(),
+                        reply_to: row
+                            .chat_id
+                            .map_or_else(|| row.sender.to_string(), |id| format!("chat_id:{id}")),
+                    });
                 }
                 DmPolicy::Pairing => {}
             }
         }
-        if is_group && allowlist_enabled && !registry_allows {
-            return Decision::Drop(DropReason::GroupNotInAllowlist);
+        if row.is_group && row.registry.allowlist_enabled && !row.registry.allows {
+            return dropped(DropReason::GroupNotInAllowlist);
         }
+        Stage::Continue(dm_allowlist)
+    }
+
+    /// What the row says: nothing, a self-chat echo, our own send coming back, or reflected
+    /// assistant scaffolding are dropped.
+    fn check_content(
+        &mut self,
+        row: &Row<'_>,
+        inbound: &Inbound<'_>,
+        self_chat_checked: bool,
+        now_ms: u64,
+    ) -> Stage<()> {
         if inbound.body_text.trim().is_empty() {
-            return Decision::Drop(DropReason::EmptyBody);
+            return dropped(DropReason::EmptyBody);
         }
         if !self_chat_checked
             && self
                 .self_chat
-                .has(&self_scope, inbound.created_ms, inbound.body_text, now_ms)
+                .has(&row.self_scope, inbound.created_ms, inbound.body_text, now_ms)
         {
-            return Decision::Drop(DropReason::SelfChatEcho);
+            return dropped(DropReason::SelfChatEcho);
         }
-        if sent_by_us {
-            return Decision::Drop(DropReason::Echo);
+        if row.sent_by_us {
+            return dropped(DropReason::Echo);
         }
         if is_reflected(inbound.text) {
-            return Decision::Drop(DropReason::Reflected);
+            return dropped(DropReason::Reflected);
         }
+        Stage::Continue(())
+    }
 
-        // Reply context visibility (§5.9).
-        let keep_reply = m.reply_to_text.as_deref().is_some_and(|t| !t.trim().is_empty()) && {
+    /// Mentions and control commands (§6.8): an unauthorised command in a group is dropped, an
+    /// unmentioned group message is held as history for the next dispatch; the rest is dispatched
+    /// with the history held so far.
+    fn gate_mentions(
+        &mut self,
+        row: &Row<'_>,
+        inbound: &Inbound<'_>,
+        dm_allowlist: &Allowlist,
+    ) -> Stage<Dispatch> {
+        let is_command = mention::is_control_command(inbound.text);
+        let command_authorized = self.authorizes_commands(row, dm_allowlist);
+        let was_mentioned = !row.is_group || mention::is_mentioned(inbound.text, &self.settings.mention);
+        if row.is_group && is_command && !command_authorized {
+            return dropped(DropReason::ControlCommandUnauthorized);
+        }
+        let keep_reply = self.keeps_reply(row);
+        let history_key = history_key(row.message);
+        if row.is_group
+            && row.registry.require_mention
+            && !self.settings.mention.is_empty()
+            && !was_mentioned
+            && !(is_command && command_authorized)
+        {
+            self.hold(row, inbound, &history_key);
+            return dropped(DropReason::NoMention);
+        }
+        let history = if row.is_group {
+            self.history.take(&history_key)
+        } else {
+            Vec::new()
+        };
+        Stage::Continue(Dispatch {
+            is_group: row.is_group,
+            was_mentioned: was_mentioned || (is_command && command_authorized),
+            command_authorized,
+            keep_reply,
+            history,
+        })
+    }
+
+    /// Whether the sender may run control commands. A wildcard admits everyone but authorises no one.
+    fn authorizes_commands(&self, row: &Row<'_>, dm_allowlist: &Allowlist) -> bool {
+        let s = &self.settings;
+        let who = row.who();
+        let authoriser = |list: &Allowlist| !list.allows_everyone() && list.matches(&who);
+        if row.is_group {
+            authoriser(&s.allow_from) || authoriser(s.effective_group_allowlist())
+        } else {
+            authoriser(dm_allowlist)
+        }
+    }
+
+    /// Reply context visibility (§5.9): whether the quoted message stays in the envelope.
+    fn keeps_reply(&self, row: &Row<'_>) -> bool {
+        let s = &self.settings;
+        let m = row.message;
+        m.reply_to_text.as_deref().is_some_and(|t| !t.trim().is_empty()) && {
             let group_list = s.effective_group_allowlist();
             let quoted_allowed = || {
                 m.reply_to_sender
@@ -347,59 +444,98 @@ impl Policy {
                         })
                     })
             };
-            !is_group
+            !row.is_group
                 || group_list.is_empty()
                 || match s.context_visibility {
                     ContextVisibility::All | ContextVisibility::AllowlistQuote => true,
                     ContextVisibility::Allowlist => quoted_allowed(),
                 }
-        };
-
-        // Mentions and control commands (§6.8). A wildcard admits everyone but authorises no one.
-        let is_command = mention::is_control_command(inbound.text);
-        let authoriser = |list: &Allowlist| !list.allows_everyone() && list.matches(&who);
-        let command_authorized = if is_group {
-            authoriser(&s.allow_from) || authoriser(s.effective_group_allowlist())
-        } else {
-            authoriser(&dm_allowlist)
-        };
-        let was_mentioned = !is_group || mention::is_mentioned(inbound.text, &s.mention);
-        if is_group && is_command && !command_authorized {
-            return Decision::Drop(DropReason::ControlCommandUnauthorized);
         }
+    }
+
+    /// Keep an unmentioned group message for the next dispatch in its chat.
+    fn hold(&mut self, row: &Row<'_>, inbound: &Inbound<'_>, history_key: &str) {
+        let m = row.message;
+        let entry = PendingEntry {
+            sender: row.sender_normalized.clone(),
+            body: inbound.body_text.to_string(),
+            timestamp: m.created_at.clone(),
+            message_id: m.id.to_string(),
+        };
+        self.history
+            .record(history_key, entry, self.settings.group_history_limit);
+    }
+}
+
+/// One stage of the decision: the row goes on (with what the stage found out), or the stage decided.
+type Stage<T> = std::ops::ControlFlow<Decision, T>;
+
+fn dropped<T>(reason: DropReason) -> Stage<T> {
+    Stage::Break(Decision::Drop(reason))
+}
+
+/// What the stages know about a row that has a sender.
+struct Row<'a> {
+    message: &'a Message,
+    /// The sender as imsg reported it (trimmed), and normalised.
+    sender: &'a str,
+    sender_normalized: String,
+    chat_id: Option<i64>,
+    /// A group, or a group-ish thread (`is_group` false but its chat listed in `groups`).
+    is_group: bool,
+    registry: Registry,
+    /// The self-chat cache's scope of this conversation.
+    self_scope: String,
+    /// The echo cache knows the row as something the bridge sent.
+    sent_by_us: bool,
+}
+
+impl Row<'_> {
+    fn who(&self) -> Who<'_> {
+        Who {
+            sender_normalized: &self.sender_normalized,
+            chat_id: self.chat_id,
+            chat_guid: &self.message.chat_guid,
+            chat_identifier: &self.message.chat_identifier,
+        }
+    }
+}
+
+/// The group registry's view of a row's chat (§6.7).
+struct Registry {
+    /// The chat has its own entry in `groups`.
+    listed: bool,
+    /// `groupPolicy: "allowlist"`, or a non-empty `groups`: a chat must be admitted.
+    allowlist_enabled: bool,
+    /// The registry admits the chat.
+    allows: bool,
+    /// `requireMention` of the chat, else of `*`, else on.
+    require_mention: bool,
+}
+
+impl Registry {
+    /// With fix 4: under `allowlist`, a non-empty groupAllowFrom admits matching senders without a
+    /// `groups` map.
+    fn of(s: &Settings, chat_id: Option<i64>) -> Self {
+        let group_key = chat_id.map(|id| id.to_string());
+        let group_config = group_key.as_ref().and_then(|k| s.groups.get(k));
+        let wildcard = s.groups.get("*");
+        let allowlist_enabled = s.group_policy == GroupPolicy::Allowlist || !s.groups.is_empty();
+        let sender_list_suffices = s.group_policy == GroupPolicy::Allowlist
+            && s.groups.is_empty()
+            && s.group_allow_from.as_ref().is_some_and(|l| !l.is_empty());
+        let allows = s.group_policy != GroupPolicy::Disabled
+            && (!allowlist_enabled || wildcard.is_some() || group_config.is_some() || sender_list_suffices);
         let require_mention = group_config
             .and_then(|g| g.require_mention)
             .or_else(|| wildcard.and_then(|g| g.require_mention))
             .unwrap_or(true);
-        let history_key = history_key(m);
-        if is_group
-            && require_mention
-            && !s.mention.is_empty()
-            && !was_mentioned
-            && !(is_command && command_authorized)
-        {
-            let entry = PendingEntry {
-                sender: sender_normalized,
-                body: inbound.body_text.to_string(),
-                timestamp: m.created_at.clone(),
-                message_id: m.id.to_string(),
-            };
-            let limit = s.group_history_limit;
-            self.history.record(&history_key, entry, limit);
-            return Decision::Drop(DropReason::NoMention);
+        Self {
+            listed: group_config.is_some(),
+            allowlist_enabled,
+            allows,
+            require_mention,
         }
-        let history = if is_group {
-            self.history.take(&history_key)
-        } else {
-            Vec::new()
-        };
-        Decision::Dispatch(Dispatch {
-            is_group,
-            was_mentioned: was_mentioned || (is_command && command_authorized),
-            command_authorized,
-            keep_reply,
-            history,
-        })
     }
 }
 
