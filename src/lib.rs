@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod echo;
 pub mod envelope;
 pub mod gateway;
 pub mod http;

@@ -10,6 +10,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::config::{DmConfig, Service};
+use crate::echo::cache::sent_message_id;
 use crate::envelope::{
     Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix,
 };
@@ -316,7 +317,7 @@ impl Channel {
             match imsg.send(params, SEND_TIMEOUT).await {
                 Ok(result) => {
                     let id =
-                        outbound::echo::sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
+                        sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
                     let now = self.now_ms();
                     self.policy
                         .echo
@@ -425,7 +426,7 @@ impl Channel {
             };
         match imsg.send(params, SEND_TIMEOUT).await {
             Ok(result) => {
-                let id = outbound::echo::sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
+                let id = sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
                 let scope = self.policy.echo_scope(to);
                 let now = self.now_ms();
                 self.policy.echo.remember(&scope, Some(text), Some(&id), now);

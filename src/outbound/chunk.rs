@@ -2,12 +2,12 @@
 //! window at its last newline or whitespace outside parentheses, `newline` mode splits at blank lines
 //! outside fenced code blocks and length-chunks only the paragraphs that are still too long.
 
-use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
 use crate::config::ChunkMode;
+use crate::echo::code::fence_spans;
 
 /// The limit used when none is configured; a limit of 0 means "not set" rather than "no text".
 pub const DEFAULT_LIMIT: usize = 4000;
@@ -108,47 +108,6 @@ fn chunk_by_paragraph(text: &str, limit: usize) -> Vec<String> {
         .filter(|paragraph| !paragraph.is_empty())
         .flat_map(|paragraph| chunk_text(paragraph, limit))
         .collect()
-}
-
-/// Byte ranges of fenced code blocks, each from the start of its opening fence line to the end of its
-/// closing fence line (before the newline). A fence is a line of 3+ backticks or tildes indented by at
-/// most 3 spaces; it is closed by a fence of the same char at least as long, and an unclosed block runs
-/// to the end of the text (as markdown renders it).
-pub(crate) fn fence_spans(text: &str) -> Vec<Range<usize>> {
-    let mut spans = Vec::new();
-    let mut open: Option<(usize, char, usize)> = None;
-    let mut offset = 0;
-    for line in text.split('\n') {
-        let line_start = offset;
-        let line_end = offset + line.len();
-        offset = line_end + 1;
-        let Some((marker, len)) = fence_marker(line) else {
-            continue;
-        };
-        match open {
-            None => open = Some((line_start, marker, len)),
-            Some((start, open_marker, open_len)) if marker == open_marker && len >= open_len => {
-                spans.push(start..line_end);
-                open = None;
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some((start, _, _)) = open {
-        spans.push(start..text.len());
-    }
-    spans
-}
-
-/// The fence char and run length if `line` is a fence line.
-fn fence_marker(line: &str) -> Option<(char, usize)> {
-    let body = line.trim_start_matches(' ');
-    if line.len() - body.len() > 3 {
-        return None;
-    }
-    let marker = body.chars().next().filter(|c| *c == '`' || *c == '~')?;
-    let len = body.chars().take_while(|c| *c == marker).count();
-    (len >= 3).then_some((marker, len))
 }
 
 #[cfg(test)]
@@ -277,15 +236,6 @@ mod tests {
             newline("intro\n\n```\nab cd\n```", 8),
             vec!["intro", "```", "ab cd", "```"]
         );
-    }
-
-    #[test]
-    fn fence_spans_cover_opening_to_closing_line() {
-        let text = "x\n```\ncode\n```\ny\n  ~~~\nz";
-        let spans = fence_spans(text);
-        assert_eq!(spans.len(), 2);
-        assert_eq!(&text[spans[0].clone()], "```\ncode\n```");
-        assert_eq!(&text[spans[1].clone()], "  ~~~\nz");
     }
 
     #[test]

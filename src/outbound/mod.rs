@@ -1,10 +1,10 @@
 //! Outbound: the target grammar and the imsg `send` requests a send turns into (reference §7.1–§7.3,
 //! with DESIGN §7 fixes 2 and 3: config `service` applies to bare handles, media-only sends carry no
 //! placeholder text), plus the pure pieces of reply delivery: chunking (§7.5), the response prefix
-//! (§7.7), the reflection guard and outbound sanitiser (§5.8) and the sent-message echo cache (§5.7).
+//! (§7.7) and the outbound sanitiser (§5.8). What the inbound side shares with it (the echo cache,
+//! the reflection guard) is `crate::echo`.
 
 pub mod chunk;
-pub mod echo;
 pub mod prefix;
 pub mod sanitize;
 pub mod target;

@@ -11,10 +11,9 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use crate::config::{Account, ContextVisibility, DmPolicy, GroupConfig, GroupPolicy};
+use crate::echo::{EchoCache, is_reflected};
 use crate::envelope::normalize_handle;
 use crate::imsg::Message;
-use crate::outbound::echo::EchoCache;
-use crate::outbound::sanitize::is_reflected;
 pub use allowlist::{Allowlist, Who};
 pub use caches::{LoopRateLimiter, PendingEntry, PendingHistory, SelfChatCache};
 
