@@ -557,7 +557,7 @@ async fn send_check(r: &mut Report, imsg: &ImsgClient, target: Option<&str>, acc
     let Some(params) = params.ok().and_then(|mut p| (!p.is_empty()).then(|| p.remove(0))) else {
         return;
     };
-    match imsg.send(params, Duration::from_secs(30)).await {
+    match imsg.send(&params, Duration::from_secs(30)).await {
         Ok(_) => r.ok("send.capability", format!("a test message was sent to {target}")),
         Err(err) => {
             let text = err.to_string();

@@ -125,10 +125,10 @@ async fn notify_approved(config: &Config, account: &Account, id: &str) -> anyhow
         account.service,
         &account.region,
     )
-    .map_err(|e| anyhow::anyhow!(e.0))?;
+    .map_err(|e| anyhow::anyhow!(e))?;
     with_account(config, account, async |open: &OpenAccount| {
         for params in requests {
-            open.imsg.send(params, SEND_TIMEOUT).await?;
+            open.imsg.send(&params, SEND_TIMEOUT).await?;
         }
         anyhow::Ok(())
     })

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use serde_json::Value;
-
 /// How long a sent text is recognised. The echo was measured to arrive after ~2.2 s; a longer window
 /// would start dropping a user's message that happens to repeat what the bot just said.
 pub const TEXT_TTL_MS: u64 = 4_000;
@@ -146,75 +144,16 @@ fn text_key(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
-/// The id key: trimmed; blank ids and the `ok`/`unknown` placeholders of [`sent_message_id`] have none,
+/// The id key: trimmed; blank ids and the `ok`/`unknown` placeholders of
+/// [`crate::imsg::SendResult::message_id`] have none,
 /// since every send without a real id would share them.
 fn id_key(id: &str) -> Option<&str> {
     let id = id.trim();
     (!id.is_empty() && id != "ok" && id != "unknown").then_some(id)
 }
 
-/// The message id of an `imsg` `send` result: the first non-blank string among `messageId`,
-/// `message_id`, `id`, `guid` (trimmed); else a numeric `message_id` or `id`; else `"ok"` when `ok` is
-/// truthy, else `"unknown"`. Modern `imsg` answers `{ok, id: <rowid number>, guid: <string>}`, which
-/// gives the guid, and the inbound echo carries that guid.
-pub fn sent_message_id(result: &Value) -> String {
-    let Some(object) = result.as_object() else {
-        return "unknown".into();
-    };
-    let string = ["messageId", "message_id", "id", "guid"].iter().find_map(|key| {
-        object
-            .get(*key)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    });
-    if let Some(id) = string {
-        return id.to_string();
-    }
-    if let Some(id) = ["message_id", "id"]
-        .iter()
-        .find_map(|key| object.get(*key).and_then(number))
-    {
-        return id;
-    }
-    if object.get("ok").is_some_and(truthy) {
-        "ok".into()
-    } else {
-        "unknown".into()
-    }
-}
-
-/// A JSON number as JavaScript would print it: integral values without a fraction.
-fn number(value: &Value) -> Option<String> {
-    if let Some(n) = value.as_i64() {
-        return Some(n.to_string());
-    }
-    if let Some(n) = value.as_u64() {
-        return Some(n.to_string());
-    }
-    let n = value.as_f64().filter(|n| n.is_finite())?;
-    Some(if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
-        format!("{n:.0}")
-    } else {
-        n.to_string()
-    })
-}
-
-/// JavaScript truthiness, which is what upstream tests `ok` with.
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0 && !n.is_nan()),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     const DM: &str = "default:imessage:+15555550123";
@@ -363,41 +302,5 @@ mod tests {
         let last = MAX_ENTRIES.to_string();
         assert!(cache.has(GROUP, Some(&format!("text {last}")), &[], false, 500));
         assert!(cache.has(GROUP, None, &[&format!("id {last}")], false, 500));
-    }
-
-    #[test]
-    fn the_sent_message_id_prefers_strings_then_numbers_then_ok() {
-        let cases = [
-            // Modern imsg: the guid, not the numeric rowid.
-            (json!({"ok": true, "id": 5, "guid": "G"}), "G"),
-            (
-                json!({"messageId": "m", "message_id": "n", "id": "i", "guid": "g"}),
-                "m",
-            ),
-            (json!({"message_id": "  n  ", "id": "i"}), "n"),
-            (json!({"messageId": "  ", "id": "i"}), "i"),
-            (json!({"guid": " g "}), "g"),
-            // Numbers after strings: `message_id` before `id`.
-            (json!({"id": 123}), "123"),
-            (json!({"message_id": 7, "id": 8}), "7"),
-            (json!({"id": 9, "message_id": ""}), "9"),
-            (json!({"id": 12.0}), "12"),
-            (json!({"id": -3}), "-3"),
-            (json!({"messageId": 4}), "unknown"),
-            // Otherwise `ok` by JavaScript truthiness.
-            (json!({"ok": true}), "ok"),
-            (json!({"ok": 1, "id": " "}), "ok"),
-            (json!({"ok": "yes"}), "ok"),
-            (json!({"ok": false}), "unknown"),
-            (json!({"ok": 0}), "unknown"),
-            (json!({"ok": ""}), "unknown"),
-            (json!({"ok": null}), "unknown"),
-            (json!({}), "unknown"),
-            (json!(null), "unknown"),
-            (json!("GUID"), "unknown"),
-        ];
-        for (result, want) in cases {
-            assert_eq!(sent_message_id(&result), want, "{result}");
-        }
     }
 }

@@ -9,3 +9,25 @@ pub mod reflection;
 
 pub use cache::EchoCache;
 pub use reflection::{Reflection, is_reflected, reflection_markers};
+
+/// The echo-cache scope of a send from `account` to `to` (a target as `outbound::Target` prints
+/// it: `chat_id:42`, `imessage:+15555550123`); the inbound side looks rows up under the same.
+pub fn scope(account: &str, to: &str) -> String {
+    format!("{account}:{to}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_is_the_account_and_the_target() {
+        let cases = [
+            ("default", "chat_id:42", "default:chat_id:42"),
+            ("work", "imessage:+15555550123", "work:imessage:+15555550123"),
+        ];
+        for (account, to, want) in cases {
+            assert_eq!(scope(account, to), want);
+        }
+    }
+}

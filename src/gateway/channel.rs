@@ -1,6 +1,8 @@
 //! The iMessage channel inside a session: run each row through the policy, answer strangers with
 //! a pairing code, log drops (rate-limited per conversation), and build the envelope of what is
-//! dispatched (mentions, quote, held group history, DM history, staged media).
+//! dispatched (mentions, quote, held group history, DM history, staged media). Everything the
+//! account sends (its own answers, agent replies, API requests) goes through its one
+//! [`outbound::Sender`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -10,21 +12,18 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::config::{DmConfig, Service};
-use crate::echo::cache::sent_message_id;
 use crate::envelope::{
     Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix,
 };
 use crate::imsg::{ImsgClient, Message};
-use crate::media::{Files, Stager, policy::placeholder, upload};
-use crate::outbound;
+use crate::media::{Files, Stager, policy::placeholder};
+use crate::outbound::{self, Link, Request, Sender, Target};
 use crate::pairing::PairingStore;
 use crate::policy::{Decision, DropReason, Inbound, Policy, Settings};
 use crate::sink::reply::Outgoing;
 
 /// How long the same drop reason stays quiet for one conversation after it was logged.
 const DROP_LOG_QUIET: Duration = Duration::from_secs(60);
-/// A pairing reply may wait on Messages like any send.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The channel settings of one account that are not policy.
 #[derive(Debug, Clone)]
@@ -58,26 +57,46 @@ pub enum Outcome {
     Done,
 }
 
-/// Per-account channel state; survives reconnects (echo cache, held group history).
+impl ChannelRuntime {
+    /// What the account's sender needs of these settings.
+    fn sender_settings(&self) -> outbound::sender::Settings {
+        outbound::sender::Settings {
+            account: self.settings.account.clone(),
+            shaping: self.shaping.clone(),
+            response_prefix: self.response_prefix.clone(),
+            max_bytes: self.media_max_bytes,
+            grace: self.outbound_grace,
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}
+
+/// Per-account channel state; survives reconnects (echo cache, held group history, the sender and
+/// its staged uploads).
 #[derive(Debug)]
-pub struct Channel {
+pub struct ChannelState {
     runtime: ChannelRuntime,
     pub policy: Policy,
+    /// Every send of the account goes through it.
+    pub sender: Sender,
     pairing: PairingStore,
     quiet_until: HashMap<(String, DropReason), Instant>,
+    /// The clock of the echo cache (the policy reads it, the sender writes it).
     started: Instant,
     metrics: std::sync::Arc<crate::http::Metrics>,
 }
 
-impl Channel {
+impl ChannelState {
     pub fn new(runtime: ChannelRuntime, metrics: std::sync::Arc<crate::http::Metrics>) -> Self {
+        let started = Instant::now();
         Self {
             metrics,
             policy: Policy::new(runtime.settings.clone()),
+            sender: Sender::new(runtime.sender_settings(), started),
             pairing: PairingStore::new(&runtime.state_dir),
             runtime,
             quiet_until: HashMap::new(),
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -90,7 +109,7 @@ impl Channel {
         &mut self,
         message: &Message,
         context: &EnvelopeContext,
-        imsg: &ImsgClient,
+        link: Link<'_>,
         stager: Option<&Stager>,
     ) -> Outcome {
         let account = self.runtime.settings.account.clone();
@@ -125,7 +144,7 @@ impl Channel {
             }
             Decision::Pairing { sender_id, reply_to } => {
                 self.metrics.inc_dropped(&account, "pairing");
-                self.challenge(message, &sender_id, &reply_to, imsg).await;
+                self.challenge(message, &sender_id, &reply_to, link).await;
                 Outcome::Done
             }
             Decision::Dispatch(dispatch)
@@ -134,7 +153,7 @@ impl Channel {
                     && super::config_command::is_config_command(&text)
                     && self.is_owner(message) =>
             {
-                self.config_command(message, &text, imsg).await;
+                self.config_command(message, &text, link).await;
                 Outcome::Done
             }
             Decision::Dispatch(dispatch) => {
@@ -158,7 +177,7 @@ impl Channel {
                     history,
                 );
                 if !dispatch.is_group {
-                    self.add_dm_history(&mut envelope, message, imsg).await;
+                    self.add_dm_history(&mut envelope, message, link.imsg).await;
                 }
                 if let Some(stager) = stager
                     && !message.attachments.is_empty()
@@ -218,7 +237,7 @@ impl Channel {
     }
 
     /// Answer a stranger with a pairing code (once per hour, at most 3 pending per account).
-    async fn challenge(&mut self, message: &Message, sender_id: &str, reply_to: &str, imsg: &ImsgClient) {
+    async fn challenge(&mut self, message: &Message, sender_id: &str, reply_to: &str, link: Link<'_>) {
         let account = self.runtime.settings.account.clone();
         let mut meta = serde_json::Map::new();
         meta.insert("sender".into(), json!(message.sender));
@@ -239,112 +258,43 @@ impl Channel {
             info!(account = %account, sender = sender_id, "pairing request already pending (or 3 pending): no new code sent");
             return;
         }
+        // The policy names the conversation in the target grammar (`chat_id:<id>`, or the sender).
+        let to = match outbound::parse(reply_to) {
+            Ok(to) => to,
+            Err(err) => {
+                warn!(account = %account, to = reply_to, "cannot address the pairing code: {err}");
+                return;
+            }
+        };
         let text = crate::pairing::reply_text(sender_id, &upsert.code);
-        if self.reply(reply_to, &text, imsg).await {
+        if self.reply(to, &text, link).await {
             info!(account = %account, sender = sender_id, "pairing request: sent the code to the sender");
         }
     }
 
-    /// Send a reply or an API request: upload its files (over the connection, or in place for a
-    /// local imsg), build the requests (agent text cleaned, prefixed and chunked), send them in
-    /// order, remember each for echo protection, and report the message ids.
-    pub async fn send_outgoing(&mut self, outgoing: Outgoing, imsg: &ImsgClient, files: &Files) {
-        let result = self.send_inner(&outgoing, imsg, files).await;
-        let account = self.runtime.settings.account.clone();
+    /// Send a reply or an API request through the account's sender, count it, log it, and tell
+    /// whoever waits (the HTTP API) how it went.
+    pub async fn send(&mut self, outgoing: Outgoing, link: Link<'_>) {
+        let Outgoing { request, done } = outgoing;
+        let result = self
+            .sender
+            .send(&request, link, Some(&mut self.policy.echo), |_| {})
+            .await;
+        let account = &self.runtime.settings.account;
         match &result {
             Ok(ids) => {
                 for _ in ids {
-                    self.metrics.inc_sends(&account);
+                    self.metrics.inc_sends(account);
                 }
-                info!(to = %outgoing.to, sends = ids.len(), "delivered reply");
+                info!(to = %request.to, sends = ids.len(), "delivered reply");
             }
             Err(err) => {
-                self.metrics.inc_send_failures(&account);
-                warn!(to = %outgoing.to, "reply failed: {err}");
+                self.metrics.inc_send_failures(account);
+                warn!(to = %request.to, maybe_delivered = err.maybe_delivered(), "reply failed: {err}");
             }
         }
-        if let Some(done) = outgoing.done {
+        if let Some(done) = done {
             let _ = done.send(result);
-        }
-    }
-
-    async fn send_inner(
-        &mut self,
-        outgoing: &Outgoing,
-        imsg: &ImsgClient,
-        files: &Files,
-    ) -> Result<Vec<String>, String> {
-        let target = outbound::parse(&outgoing.to).map_err(|e| e.0)?;
-        let mut paths = Vec::new();
-        let mut uploads = Vec::new();
-        for file in &outgoing.media {
-            match files {
-                Files::Local => paths.push(file.display().to_string()),
-                Files::Remote(remote) => {
-                    let uploaded = upload::upload(remote, file, self.runtime.media_max_bytes)
-                        .await
-                        .map_err(|e| format!("cannot upload {}: {e}", file.display()))?;
-                    paths.push(uploaded.remote_path.clone());
-                    uploads.push(uploaded);
-                }
-            }
-        }
-        let requests = if outgoing.from_agent {
-            outbound::reply_params(
-                &target,
-                &outgoing.text,
-                &paths,
-                &self.runtime.shaping,
-                self.runtime.response_prefix.as_deref(),
-            )
-        } else {
-            outbound::chunked_params(&target, &outgoing.text, &paths, &self.runtime.shaping)
-        }
-        .map_err(|e| e.0)?;
-        let scope = self.policy.echo_scope(&outgoing.to);
-        let mut ids = Vec::new();
-        let mut failure = None;
-        for mut params in requests {
-            if let Some(reply_to) = outgoing
-                .reply_to
-                .as_deref()
-                .map(sanitize_reply_to)
-                .filter(|r| !r.is_empty())
-            {
-                params["reply_to"] = json!(reply_to);
-            }
-            let sent_text = params["text"].as_str().unwrap_or_default().to_string();
-            match imsg.send(params, SEND_TIMEOUT).await {
-                Ok(result) => {
-                    let id =
-                        sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
-                    let now = self.now_ms();
-                    self.policy
-                        .echo
-                        .remember(&scope, Some(&sent_text), Some(&id), now);
-                    ids.push(id);
-                }
-                // Never retried: the message may have gone out (imsg -32603 / -32001).
-                Err(err) => {
-                    failure = Some(err.to_string());
-                    break;
-                }
-            }
-        }
-        if let Files::Remote(remote) = files
-            && !uploads.is_empty()
-        {
-            let (remote, grace) = (remote.clone(), self.runtime.outbound_grace);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                for uploaded in &uploads {
-                    upload::remove(&remote, uploaded).await;
-                }
-            });
-        }
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(ids),
         }
     }
 
@@ -362,7 +312,7 @@ impl Channel {
     }
 
     /// Run `/config`, write the file when it changed, reload this account's rules, and reply.
-    async fn config_command(&mut self, message: &Message, text: &str, imsg: &ImsgClient) {
+    async fn config_command(&mut self, message: &Message, text: &str, link: Link<'_>) {
         let account = self.runtime.settings.account.clone();
         let reply = match self.runtime.config_path.clone() {
             None => "⚠️ No config file to edit: imsg-bridge was started without one.".to_string(),
@@ -391,11 +341,14 @@ impl Channel {
             },
         };
         let to = if message.is_group && message.chat_id > 0 {
-            format!("chat_id:{}", message.chat_id)
+            Target::ChatId(message.chat_id)
         } else {
-            format!("imessage:{}", message.sender.trim())
+            Target::Handle {
+                to: message.sender.trim().to_string(),
+                service: Some(Service::Imessage),
+            }
         };
-        self.reply(&to, &reply, imsg).await;
+        self.reply(to, &reply, link).await;
     }
 
     /// Take the new rules of this account from the edited file at once.
@@ -413,27 +366,18 @@ impl Channel {
         }
     }
 
-    /// Send a text from the bridge itself and remember it, so its echo is not taken as inbound.
-    async fn reply(&mut self, to: &str, text: &str, imsg: &ImsgClient) -> bool {
-        let Ok(target) = outbound::parse(to) else {
-            warn!(to, "cannot address the reply");
-            return false;
-        };
-        let params =
-            match outbound::send_params(&target, text, &[], self.runtime.service, &self.runtime.region) {
-                Ok(mut requests) if !requests.is_empty() => requests.remove(0),
-                _ => return false,
-            };
-        match imsg.send(params, SEND_TIMEOUT).await {
-            Ok(result) => {
-                let id = sent_message_id(&serde_json::to_value(&result).unwrap_or_default());
-                let scope = self.policy.echo_scope(to);
-                let now = self.now_ms();
-                self.policy.echo.remember(&scope, Some(text), Some(&id), now);
-                true
-            }
+    /// Send a text from the bridge itself (remembered like every send, so its echo is not taken as
+    /// inbound).
+    async fn reply(&mut self, to: Target, text: &str, link: Link<'_>) -> bool {
+        let request = Request::bridge(to, text);
+        match self
+            .sender
+            .send(&request, link, Some(&mut self.policy.echo), |_| {})
+            .await
+        {
+            Ok(_) => true,
             Err(err) => {
-                warn!(to, "reply failed: {err}");
+                warn!(to = %request.to, "reply failed: {err}");
                 false
             }
         }
@@ -468,16 +412,6 @@ impl Channel {
             reason.as_str()
         );
     }
-}
-
-/// `replyToId` as upstream sanitises it: control characters and brackets removed, at most 256 chars.
-fn sanitize_reply_to(raw: &str) -> String {
-    let cleaned: String = raw
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control() && *c != '[' && *c != ']')
-        .collect();
-    cleaned.trim().chars().take(256).collect()
 }
 
 /// The `<media:…>` placeholder from the first attachment imsg did not mark missing (reference

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::status::{AccountState, StatusBoard};
 use crate::http::{Control, ControlError, SendRequest, SendResponse};
+use crate::outbound::{Request, Shape};
 use crate::sink::reply::{Outboxes, Outgoing, RouteError};
 
 /// How long an API send may wait for its turn and for imsg.
@@ -28,7 +29,7 @@ impl Control for BridgeControl {
             .clone()
             .or_else(|| self.outboxes.default_account())
             .unwrap_or_default();
-        crate::outbound::parse(&request.to).map_err(|e| ControlError::BadRequest(e.0))?;
+        let to = crate::outbound::parse(&request.to).map_err(|e| ControlError::BadRequest(e.0))?;
         let mut state = self
             .status
             .get(&account)
@@ -46,11 +47,13 @@ impl Control for BridgeControl {
         }
         let (done, answer) = oneshot::channel();
         let outgoing = Outgoing {
-            to: request.to.clone(),
-            text: request.text.clone().unwrap_or_default(),
-            media: request.media.iter().map(PathBuf::from).collect(),
-            from_agent: false,
-            reply_to: request.reply_to.clone(),
+            request: Request {
+                to,
+                text: request.text.clone().unwrap_or_default(),
+                media: request.media.iter().map(PathBuf::from).collect(),
+                shape: Shape::Chunked,
+                reply_to: request.reply_to.clone(),
+            },
             done: Some(done),
         };
         self.outboxes.queue(&account, outgoing).map_err(|e| match e {
@@ -63,7 +66,8 @@ impl Control for BridgeControl {
                 sent: ids.len(),
                 message_ids: ids,
             }),
-            Ok(Ok(Err(err))) => Err(ControlError::Failed(err)),
+            // Every failed send is imsg's (or the Mac's) answer to a valid request: 502.
+            Ok(Ok(Err(err))) => Err(ControlError::Failed(err.to_string())),
             Ok(Err(_)) => Err(ControlError::Unavailable(
                 "the account's connection ended before the send".into(),
             )),

@@ -14,6 +14,7 @@ use super::replay::ReplayBound;
 use super::session::{SessionEndpoints, deliver};
 use super::{AccountRuntime, GatewayError, SessionCarryover};
 use crate::imsg::{ImsgClient, Message, Protocol, WatchEvent, WatchParams};
+use crate::outbound::Link;
 use crate::rpc::{Subscription, SubscriptionEvent};
 
 /// Rows per `messages.after` page (imsg's largest page).
@@ -84,9 +85,18 @@ impl<'a> Feed<'a> {
         })
     }
 
-    /// Catch up, watch, and on overflow do both again, until cancelled (Ok) or the connection or
-    /// the stream fails (Err).
+    /// Feed until cancelled (Ok) or the connection or the stream fails (Err). Uploads an earlier
+    /// run left on the Mac are removed first; uploads still staged are removed (or recorded) last,
+    /// while the connection is still open.
     pub(super) async fn run(mut self, cancel: &CancellationToken) -> Result<(), GatewayError> {
+        self.carry.channel.sender.remove_leftovers(self.io.files).await;
+        let result = self.feed(cancel).await;
+        self.carry.channel.sender.remove_all(self.io.files).await;
+        result
+    }
+
+    /// Catch up, watch, and on overflow do both again.
+    async fn feed(&mut self, cancel: &CancellationToken) -> Result<(), GatewayError> {
         loop {
             if self.paging {
                 self.catch_up(cancel).await?;
@@ -134,8 +144,8 @@ impl<'a> Feed<'a> {
                 }
                 self.accept(message).await?;
             }
-            self.commit()?;
             self.serve_outbox().await;
+            self.commit()?;
             if !more {
                 return Ok(());
             }
@@ -182,13 +192,18 @@ impl<'a> Feed<'a> {
     ) -> Result<WatchEnd, GatewayError> {
         loop {
             let deadline = self.debouncer.next_deadline();
+            let removal = self.carry.channel.sender.next_removal();
             let event = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(WatchEnd::Cancelled),
                 _ = sleep_until(deadline) => None,
                 event = subscription.next() => Some(event),
                 Some(outgoing) = self.carry.outbox.recv() => {
-                    self.carry.channel.send_outgoing(outgoing, self.imsg, self.io.files).await;
+                    self.carry.channel.send(outgoing, self.link()).await;
+                    continue;
+                }
+                _ = sleep_until(removal) => {
+                    self.carry.channel.sender.remove_due(self.io.files).await;
                     continue;
                 }
             };
@@ -196,6 +211,7 @@ impl<'a> Feed<'a> {
                 for message in self.debouncer.due(Instant::now()) {
                     deliver(self.account, self.carry, &mut self.bound, &message, self.imsg, self.io).await?;
                 }
+                self.serve_outbox().await;
                 self.commit()?;
                 continue;
             };
@@ -208,6 +224,7 @@ impl<'a> Feed<'a> {
                 end = self.take(event).await?;
                 taken += 1;
             }
+            self.serve_outbox().await;
             self.commit()?;
             if let Some(end) = end {
                 return Ok(end);
@@ -285,10 +302,21 @@ impl<'a> Feed<'a> {
         info!(account = %self.account.id, rowid = self.cursor, "caught up");
     }
 
-    /// Send the replies that queued up while a page was delivered.
+    /// Send the replies that queued up while a page or a batch was delivered (a webhook's come
+    /// with its answers), before the cursor moves past their rows, and remove the uploads that
+    /// are due.
     async fn serve_outbox(&mut self) {
-        while let Ok(outgoing) = self.carry.outbox.try_recv() {
-            self.carry.channel.send_outgoing(outgoing, self.imsg, self.io.files).await;
+        while let Some(outgoing) = self.carry.outbox.try_recv() {
+            self.carry.channel.send(outgoing, self.link()).await;
+        }
+        self.carry.channel.sender.remove_due(self.io.files).await;
+    }
+
+    /// The session's connection, for sends.
+    fn link(&self) -> Link<'a> {
+        Link {
+            imsg: self.imsg,
+            files: self.io.files,
         }
     }
 }

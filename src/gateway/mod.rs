@@ -28,7 +28,7 @@ use crate::state::{CursorStore, StateError};
 use crate::transport::OpenError;
 use crate::transport::resolve::Plan;
 use crate::util::backoff::Backoff;
-use channel::{Channel, ChannelRuntime};
+use channel::{ChannelRuntime, ChannelState};
 use dedupe::RecentGuids;
 use status::AccountState;
 
@@ -106,8 +106,8 @@ pub enum GatewayError {
 /// media in flight, the outbox of waiting replies.
 #[derive(Debug)]
 struct SessionCarryover {
-    /// Policy state (echo cache, held group history) and the pairing store.
-    channel: Channel,
+    /// Policy state (echo cache, held group history), the pairing store and the account's sender.
+    channel: ChannelState,
     recent: RecentGuids,
     /// The imsg path found on the Mac (asked once per run).
     remote_cli: Option<String>,
@@ -116,7 +116,7 @@ struct SessionCarryover {
     /// Media folders named by an envelope not yet accepted by the sink: the cache sweep skips them.
     in_flight: std::collections::HashSet<PathBuf>,
     /// Replies and API sends for this account; they wait here while the connection is down.
-    outbox: tokio::sync::mpsc::Receiver<crate::sink::reply::Outgoing>,
+    outbox: crate::sink::reply::Outbox,
     status: std::sync::Arc<status::StatusBoard>,
 }
 
@@ -126,14 +126,14 @@ pub async fn run_account(
     account: &AccountRuntime,
     cursors: &CursorStore,
     sink: &Sink,
-    outbox: tokio::sync::mpsc::Receiver<crate::sink::reply::Outgoing>,
+    outbox: crate::sink::reply::Outbox,
     status: std::sync::Arc<status::StatusBoard>,
     cancel: &CancellationToken,
 ) -> Result<(), GatewayError> {
     let mut backoff = Backoff::new(backoff::RECONNECT);
     status.metrics.register_account(&account.id);
     let mut carry = SessionCarryover {
-        channel: Channel::new(account.channel.clone(), status.metrics.clone()),
+        channel: ChannelState::new(account.channel.clone(), status.metrics.clone()),
         recent: RecentGuids::default(),
         remote_cli: None,
         watching_since: None,

@@ -10,10 +10,11 @@ use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, GatewayError, SessionCarryover};
 use crate::imsg::{ImsgClient, Message, Protocol};
 use crate::media::{Files, Stager};
+use crate::outbound::Link;
 use crate::rpc::{ClientOptions, RpcClient, truncate_chars};
 use crate::sink::Delivery;
 use crate::sink::Sink;
-use crate::sink::reply::Outgoing;
+use crate::sink::reply::AgentReply;
 use crate::state::CursorStore;
 use crate::transport::{self, resolve::Plan};
 
@@ -132,7 +133,7 @@ pub(super) async fn deliver(
     carry.status.metrics.inc_messages_in(&account.id);
     let outcome = carry
         .channel
-        .handle(message, &account.envelope, imsg, stager)
+        .handle(message, &account.envelope, Link { imsg, files }, stager)
         .await;
     let delivered = match outcome {
         // An attachment that failed because the connection died is not the file's fault: hand
@@ -151,17 +152,8 @@ pub(super) async fn deliver(
             trace!(account = %account.id, rowid = message.id, text = %truncate_chars(&envelope.text, 80), "delivering");
             match sink.deliver(&envelope).await {
                 Ok(Delivery::Accepted { replies }) => {
-                    // A webhook answered with replies: they go back to the envelope's conversation.
                     for reply in replies {
-                        let outgoing = Outgoing {
-                            to: reply.to.unwrap_or_else(|| envelope.to.clone()),
-                            text: reply.text.unwrap_or_default(),
-                            media: reply.media.into_iter().map(std::path::PathBuf::from).collect(),
-                            from_agent: true,
-                            reply_to: None,
-                            done: None,
-                        };
-                        carry.channel.send_outgoing(outgoing, imsg, files).await;
+                        queue_webhook_reply(account, carry, &envelope.to, reply);
                     }
                     Ok(())
                 }
@@ -183,6 +175,25 @@ pub(super) async fn deliver(
         carry.recent.remove(&message.guid);
     }
     delivered
+}
+
+/// A webhook answered with a reply: it goes from this account to its own `to`, else back to the
+/// envelope's conversation, through the account's outbox like an exec agent's; the feed sends it
+/// before it takes the next rows.
+fn queue_webhook_reply(
+    account: &AccountRuntime,
+    carry: &mut SessionCarryover,
+    envelope_to: &str,
+    reply: AgentReply,
+) {
+    let to = reply.to.clone().unwrap_or_else(|| envelope_to.to_string());
+    match reply.into_outgoing(&to) {
+        Ok(outgoing) => carry.outbox.push(outgoing),
+        Err(err) => {
+            carry.status.metrics.inc_send_failures(&account.id);
+            warn!(account = %account.id, to, "reply failed: {err}");
+        }
+    }
 }
 
 /// Keep an envelope the sink can never accept in the dead-letter folder and move on: a poison

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::rpc::{RpcClient, RpcError, Subscription};
 pub use events::WatchEvent;
-pub use types::{Attachment, Chat, Message, SendResult, WatchParams};
+pub use types::{Attachment, Chat, Message, Recipient, SendParams, SendResult, WatchParams};
 
 /// JSON-RPC "method not found": what a pre-0.14 server answers to `initialize`.
 pub const METHOD_NOT_FOUND: i64 = -32601;
@@ -178,8 +178,12 @@ impl ImsgClient {
         result.map(|_| ())
     }
 
-    /// `send` with prepared params. Never retried here: a failed send may still have been delivered.
-    pub async fn send(&self, params: Value, timeout: Duration) -> Result<SendResult, RpcError> {
+    /// One `send`. Never retried here: a failed send may still have been delivered.
+    pub async fn send(&self, params: &SendParams, timeout: Duration) -> Result<SendResult, RpcError> {
+        let params = serde_json::to_value(params).map_err(|e| RpcError::BadResult {
+            method: "send".into(),
+            detail: format!("cannot encode the params: {e}"),
+        })?;
         let result = self.rpc.call_with_timeout("send", params, Some(timeout)).await?;
         serde_json::from_value(result).map_err(|e| RpcError::BadResult {
             method: "send".into(),

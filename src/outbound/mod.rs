@@ -1,60 +1,48 @@
 //! Outbound: the target grammar and the imsg `send` requests a send turns into (reference §7.1–§7.3,
 //! with DESIGN §7 fixes 2 and 3: config `service` applies to bare handles, media-only sends carry no
-//! placeholder text), plus the pure pieces of reply delivery: chunking (§7.5), the response prefix
-//! (§7.7) and the outbound sanitiser (§5.8). What the inbound side shares with it (the echo cache,
-//! the reflection guard) is `crate::echo`.
+//! placeholder text), the pure pieces of reply delivery: chunking (§7.5), the response prefix (§7.7)
+//! and the outbound sanitiser (§5.8); and the one [`sender::Sender`] every send goes through. What
+//! the inbound side shares with it (the echo cache, the reflection guard) is `crate::echo`.
 
 pub mod chunk;
+pub mod error;
+pub mod leftovers;
 pub mod prefix;
 pub mod sanitize;
+pub mod sender;
 pub mod target;
 
-use serde_json::{Map, Value, json};
-
-use crate::config::{ChunkMode, Service};
+use crate::config::{Account, ChunkMode, Service};
+use crate::imsg::SendParams;
+pub use error::SendError;
+pub use sender::{Link, Request, Sender, Shape};
 pub use target::{Target, TargetError, parse};
 
-/// The `send` params for `text` and `files` (remote paths) to `target`: the first request carries the
-/// text with the first file (as a caption), later files go alone. Blank text and no file is an error.
+/// The `send` params for `text` and `files` (paths imsg can read) to `target`: the first request
+/// carries the text with the first file (as a caption), later files go alone. Blank text and no file
+/// is an error.
 pub fn send_params(
     target: &Target,
     text: &str,
     files: &[String],
     service: Service,
     region: &str,
-) -> Result<Vec<Value>, TargetError> {
+) -> Result<Vec<SendParams>, SendError> {
     let text = text.trim();
     if text.is_empty() && files.is_empty() {
-        return Err(TargetError("iMessage send requires text or media".into()));
+        return Err(SendError::Empty);
     }
-    let base = |text: &str, file: Option<&String>| {
-        let mut params = Map::new();
-        if !text.is_empty() {
-            params.insert("text".into(), json!(text));
-        }
-        let service = match target {
-            Target::Handle { service: Some(s), .. } => s.clone(),
-            _ => service.as_str().to_string(),
-        };
-        params.insert("service".into(), json!(service));
-        params.insert(
-            "region".into(),
-            json!(if region.trim().is_empty() {
-                "US"
-            } else {
-                region.trim()
-            }),
-        );
-        if let Some(file) = file {
-            params.insert("file".into(), json!(file));
-        }
-        match target {
-            Target::Handle { to, .. } => params.insert("to".into(), json!(to)),
-            Target::ChatId(id) => params.insert("chat_id".into(), json!(id)),
-            Target::ChatGuid(guid) => params.insert("chat_guid".into(), json!(guid)),
-            Target::ChatIdentifier(ident) => params.insert("chat_identifier".into(), json!(ident)),
-        };
-        Value::Object(params)
+    let region = match region.trim() {
+        "" => "US",
+        region => region,
+    };
+    let base = |text: &str, file: Option<&String>| SendParams {
+        recipient: target.recipient(),
+        text: (!text.is_empty()).then(|| text.to_string()),
+        file: file.cloned(),
+        service: target.service(service),
+        region: region.to_string(),
+        reply_to: None,
     };
     if files.is_empty() {
         return Ok(vec![base(text, None)]);
@@ -75,6 +63,18 @@ pub struct Shaping {
     pub chunk_mode: ChunkMode,
 }
 
+impl Shaping {
+    /// The account's `service`, `region`, `textChunkLimit` and `chunkMode`.
+    pub fn of(account: &Account) -> Self {
+        Self {
+            service: account.service,
+            region: account.region.clone(),
+            chunk_limit: account.text_chunk_limit,
+            chunk_mode: account.chunk_mode,
+        }
+    }
+}
+
 /// The requests of a send: text alone is chunked (one request per chunk, in order); with files the
 /// whole text is the first file's caption (reference §7.4).
 pub fn chunked_params(
@@ -82,7 +82,7 @@ pub fn chunked_params(
     text: &str,
     files: &[String],
     shaping: &Shaping,
-) -> Result<Vec<Value>, TargetError> {
+) -> Result<Vec<SendParams>, SendError> {
     if !files.is_empty() || text.trim().is_empty() {
         return send_params(target, text, files, shaping.service, &shaping.region);
     }
@@ -107,7 +107,7 @@ pub fn reply_params(
     files: &[String],
     shaping: &Shaping,
     prefix: Option<&str>,
-) -> Result<Vec<Value>, TargetError> {
+) -> Result<Vec<SendParams>, SendError> {
     let clean = sanitize::sanitize_outbound(text);
     let text = prefix::apply_prefix(prefix, &clean);
     chunked_params(target, &text, files, shaping)
@@ -115,18 +115,26 @@ pub fn reply_params(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+
+    fn json_of(params: &[SendParams]) -> Vec<Value> {
+        params.iter().map(|p| serde_json::to_value(p).unwrap()).collect()
+    }
 
     #[test]
     fn builds_send_params_with_the_caption_on_the_first_file_and_no_placeholder() {
         let to = parse("+14155551212").unwrap();
-        let got = send_params(&to, " hi ", &[], Service::Sms, "").unwrap();
+        let got = json_of(&send_params(&to, " hi ", &[], Service::Sms, "").unwrap());
         assert_eq!(
             got,
             vec![json!({"text": "hi", "service": "sms", "region": "US", "to": "+14155551212"})]
         );
         let files = vec!["/a.jpg".to_string(), "/b.pdf".to_string()];
-        let got = send_params(&parse("imessage:+1").unwrap(), "look", &files, Service::Sms, "DE").unwrap();
+        let got = json_of(
+            &send_params(&parse("imessage:+1").unwrap(), "look", &files, Service::Sms, "DE").unwrap(),
+        );
         assert_eq!(
             got[0],
             json!({"text": "look", "service": "imessage", "region": "DE", "file": "/a.jpg", "to": "+1"})
@@ -135,13 +143,15 @@ mod tests {
             got[1],
             json!({"service": "imessage", "region": "DE", "file": "/b.pdf", "to": "+1"})
         );
-        let got = send_params(&parse("chat_id:5").unwrap(), "", &files[..1], Service::Auto, "US").unwrap();
+        let got = json_of(
+            &send_params(&parse("chat_id:5").unwrap(), "", &files[..1], Service::Auto, "US").unwrap(),
+        );
         assert_eq!(
             got,
             vec![json!({"service": "auto", "region": "US", "file": "/a.jpg", "chat_id": 5})]
         );
         let err = send_params(&to, "  ", &[], Service::Auto, "US").unwrap_err();
-        assert_eq!(err.0, "iMessage send requires text or media");
+        assert_eq!(err.to_string(), "iMessage send requires text or media");
     }
 
     fn shaping(limit: usize) -> Shaping {
@@ -157,12 +167,15 @@ mod tests {
     fn chunks_text_alone_but_keeps_a_caption_whole() {
         let to = parse("chat_id:3").unwrap();
         let got = chunked_params(&to, "hello world", &[], &shaping(5)).unwrap();
-        let texts: Vec<&str> = got.iter().map(|p| p["text"].as_str().unwrap()).collect();
+        let texts: Vec<&str> = got.iter().map(|p| p.text.as_deref().unwrap()).collect();
         assert_eq!(texts, vec!["hello", "world"]);
-        assert!(got.iter().all(|p| p["chat_id"] == 3));
+        assert!(
+            got.iter()
+                .all(|p| p.recipient == crate::imsg::Recipient::ChatId(3))
+        );
         let got = chunked_params(&to, "hello world", &["/f.jpg".into()], &shaping(5)).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0]["text"], "hello world");
+        assert_eq!(got[0].text.as_deref(), Some("hello world"));
     }
 
     #[test]
@@ -177,6 +190,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0]["text"], "[Ada] Sure.\n\nDone.");
+        assert_eq!(got[0].text.as_deref(), Some("[Ada] Sure.\n\nDone."));
     }
 }

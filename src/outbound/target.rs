@@ -1,5 +1,12 @@
 //! The iMessage target grammar (reference §7.1) with its error texts: `imessage:`/`sms:`/`auto:`
 //! handles, `chat_id:`, `chat_guid:`, `chat_identifier:` (and their aliases), or a bare handle.
+//! A target is parsed once where it enters (the CLI, the HTTP API, an agent's reply) and travels as
+//! a [`Target`]; it prints in its canonical spelling, which is also its echo-cache scope.
+
+use std::fmt;
+
+use crate::config::Service;
+use crate::imsg::Recipient;
 
 /// Where a send goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,11 +14,50 @@ pub enum Target {
     /// A handle (phone or email), with the service of its prefix (None: bare, the config decides).
     Handle {
         to: String,
-        service: Option<String>,
+        service: Option<Service>,
     },
     ChatId(i64),
     ChatGuid(String),
     ChatIdentifier(String),
+}
+
+impl Target {
+    /// The `send` addressing key of this target.
+    pub fn recipient(&self) -> Recipient {
+        match self {
+            Self::Handle { to, .. } => Recipient::Handle(to.clone()),
+            Self::ChatId(id) => Recipient::ChatId(*id),
+            Self::ChatGuid(guid) => Recipient::ChatGuid(guid.clone()),
+            Self::ChatIdentifier(ident) => Recipient::ChatIdentifier(ident.clone()),
+        }
+    }
+
+    /// The service a send to this target uses: its prefix's, else the account's.
+    pub fn service(&self, account: Service) -> Service {
+        match self {
+            Self::Handle {
+                service: Some(service),
+                ..
+            } => *service,
+            _ => account,
+        }
+    }
+}
+
+/// The canonical spelling: `parse` reads it back to the same target.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Handle { to, service: None } => f.write_str(to),
+            Self::Handle {
+                to,
+                service: Some(service),
+            } => write!(f, "{service}:{to}"),
+            Self::ChatId(id) => write!(f, "chat_id:{id}"),
+            Self::ChatGuid(guid) => write!(f, "chat_guid:{guid}"),
+            Self::ChatIdentifier(ident) => write!(f, "chat_identifier:{ident}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +79,15 @@ fn strip_prefix<'a>(text: &'a str, prefixes: &[&str]) -> Option<(&'static str, &
         .map(|p| (canonical(p), rest))
 }
 
+/// The service a canonical service prefix names.
+fn service_of(prefix: &str) -> Service {
+    match prefix {
+        "imessage" => Service::Imessage,
+        "sms" => Service::Sms,
+        _ => Service::Auto,
+    }
+}
+
 fn canonical(prefix: &str) -> &'static str {
     match prefix {
         "imessage" => "imessage",
@@ -49,7 +104,8 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
     if text.is_empty() {
         return Err(TargetError("iMessage target is required".into()));
     }
-    if let Some((service, rest)) = strip_prefix(text, &SERVICES) {
+    if let Some((prefix, rest)) = strip_prefix(text, &SERVICES) {
+        let service = service_of(prefix);
         let rest = rest.trim();
         if rest.is_empty() {
             return Err(TargetError(format!("{service} target is required")));
@@ -59,7 +115,7 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
         }
         return Ok(Target::Handle {
             to: rest.to_string(),
-            service: Some(service.to_string()),
+            service: Some(service),
         });
     }
     if let Some(chat) = parse_chat(text)? {
@@ -113,7 +169,7 @@ mod tests {
     fn handle(to: &str, service: Option<&str>) -> Target {
         Target::Handle {
             to: to.into(),
-            service: service.map(str::to_string),
+            service: service.map(service_of),
         }
     }
 
@@ -153,6 +209,49 @@ mod tests {
         for (raw, expected) in cases {
             let got = parse(raw).map_err(|e| e.0);
             assert_eq!(got, expected.map_err(str::to_string), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_prints_in_its_canonical_spelling_and_parses_back() {
+        let cases = [
+            ("+14155551212", "+14155551212"),
+            ("SMS: +1415 ", "sms:+1415"),
+            ("imessage:jane@example.com", "imessage:jane@example.com"),
+            ("chatid: 12abc", "chat_id:12"),
+            ("imessage:chat_id:9", "chat_id:9"),
+            ("guid:iMessage;+;chat1", "chat_guid:iMessage;+;chat1"),
+            ("chatident:c", "chat_identifier:c"),
+        ];
+        for (raw, want) in cases {
+            let target = parse(raw).unwrap();
+            assert_eq!(target.to_string(), want, "{raw:?}");
+            assert_eq!(parse(want).unwrap(), target, "{want:?}");
+        }
+    }
+
+    #[test]
+    fn a_prefixed_handle_keeps_its_service_and_a_bare_one_takes_the_accounts() {
+        let cases = [
+            (
+                "sms:+1",
+                Service::Imessage,
+                Service::Sms,
+                Recipient::Handle("+1".into()),
+            ),
+            ("+1", Service::Sms, Service::Sms, Recipient::Handle("+1".into())),
+            ("chat_id:4", Service::Auto, Service::Auto, Recipient::ChatId(4)),
+            (
+                "chat_guid:g",
+                Service::Sms,
+                Service::Sms,
+                Recipient::ChatGuid("g".into()),
+            ),
+        ];
+        for (raw, account, service, recipient) in cases {
+            let target = parse(raw).unwrap();
+            assert_eq!(target.service(account), service, "{raw:?}");
+            assert_eq!(target.recipient(), recipient, "{raw:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Replies coming back from the agent and the per-account outboxes they travel through: an exec
 //! agent's reply lines and the HTTP API's sends are queued to the account that owns the target; a
-//! webhook's replies come back with its answer.
+//! webhook's replies, which come back with its answer, are queued by the account itself. The
+//! account's loop sends what its outbox holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -8,6 +9,8 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::outbound::{self, Request, SendError, TargetError};
 
 use crate::util::lock;
 
@@ -31,19 +34,56 @@ pub struct AgentReply {
     pub media: Vec<String>,
 }
 
-/// The result of a send: the message ids imsg reported, one per `send` call.
-pub type SendResult = Result<Vec<String>, String>;
+impl AgentReply {
+    /// The reply as something to send to `to` (its own `to`, or the envelope's conversation).
+    pub fn into_outgoing(self, to: &str) -> Result<Outgoing, TargetError> {
+        let request = Request::agent_reply(
+            outbound::parse(to)?,
+            self.text.unwrap_or_default(),
+            self.media.into_iter().map(PathBuf::from).collect(),
+        );
+        Ok(Outgoing { request, done: None })
+    }
+}
+
+/// What a send came to: the message ids imsg reported, one per `send` call.
+pub type SendOutcome = Result<Vec<String>, SendError>;
 
 /// Something to send from an account.
 #[derive(Debug)]
 pub struct Outgoing {
-    pub to: String,
-    pub text: String,
-    pub media: Vec<PathBuf>,
-    /// Written by the agent: cleaned of scaffolding and prefixed (`responsePrefix`) before sending.
-    pub from_agent: bool,
-    pub reply_to: Option<String>,
-    pub done: Option<oneshot::Sender<SendResult>>,
+    pub request: Request,
+    /// Whoever waits for the outcome (the HTTP API); replies have nobody.
+    pub done: Option<oneshot::Sender<SendOutcome>>,
+}
+
+/// One account's outbox, read by the account's loop: what other tasks queued (exec replies, API
+/// sends, through [`Outboxes`]) and the replies of its own webhook answers, which the loop queues
+/// itself while it delivers (unbounded: they are bounded by the rows of one batch).
+#[derive(Debug)]
+pub struct Outbox {
+    queued: mpsc::Receiver<Outgoing>,
+    own: VecDeque<Outgoing>,
+}
+
+impl Outbox {
+    /// The next thing to send; waits while there is none. Cancel-safe (for `select!`).
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        match self.own.pop_front() {
+            Some(outgoing) => Some(outgoing),
+            None => self.queued.recv().await,
+        }
+    }
+
+    /// The next thing to send, if there is one now.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        self.own.pop_front().or_else(|| self.queued.try_recv().ok())
+    }
+
+    /// Queue a reply of the account's own webhook answer.
+    pub fn push(&mut self, outgoing: Outgoing) {
+        self.own.push_back(outgoing);
+    }
 }
 
 /// Why a reply could not be queued.
@@ -57,6 +97,8 @@ pub enum RouteError {
     NoTarget,
     #[error("account {0:?} has {OUTBOX_CAPACITY} replies waiting; refusing more")]
     Full(String),
+    #[error("cannot address the reply: {0}")]
+    BadTarget(#[from] TargetError),
 }
 
 /// Envelope id → (account, reply target), and the order they came in (for the bound).
@@ -71,15 +113,18 @@ pub struct Outboxes {
 }
 
 impl Outboxes {
-    /// Open the outbox of `account`; the receiver belongs to the account's supervisor.
-    pub fn open(&self, account: &str) -> mpsc::Receiver<Outgoing> {
-        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+    /// Open the outbox of `account`; it belongs to the account's supervisor.
+    pub fn open(&self, account: &str) -> Outbox {
+        let (tx, queued) = mpsc::channel(OUTBOX_CAPACITY);
         lock(&self.senders).insert(account.to_string(), tx);
         let mut default = lock(&self.default_account);
         if default.is_none() {
             *default = Some(account.to_string());
         }
-        rx
+        Outbox {
+            queued,
+            own: VecDeque::new(),
+        }
     }
 
     /// Route `account`'s sends through `via`'s outbox (accounts sharing one backend, fix 11).
@@ -132,17 +177,8 @@ impl Outboxes {
             }
             (None, None) => return Err(RouteError::NoTarget),
         };
-        self.queue(
-            &account,
-            Outgoing {
-                to,
-                text: reply.text.unwrap_or_default(),
-                media: reply.media.into_iter().map(PathBuf::from).collect(),
-                from_agent: true,
-                reply_to: None,
-                done: None,
-            },
-        )
+        let outgoing = reply.into_outgoing(&to)?;
+        self.queue(&account, outgoing)
     }
 
     /// Queue something to send from `account`.
@@ -175,10 +211,10 @@ mod tests {
             serde_json::from_str(r#"{"envelope_id":"imessage:work:G1","text":"hi","media":["/a.jpg"]}"#)
                 .unwrap();
         boxes.route(reply).unwrap();
-        let out = work.try_recv().unwrap();
+        let out = work.try_recv().unwrap().request;
         assert_eq!(
-            (out.to.as_str(), out.text.as_str(), out.from_agent),
-            ("chat_id:42", "hi", true)
+            (out.to, out.text.as_str(), out.shape),
+            (outbound::Target::ChatId(42), "hi", outbound::Shape::AgentReply)
         );
         assert_eq!(out.media, vec![PathBuf::from("/a.jpg")]);
         boxes
@@ -188,7 +224,11 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(rx.try_recv().unwrap().to, "+1555", "no account: the default one");
+        assert_eq!(
+            rx.try_recv().unwrap().request.to.to_string(),
+            "+1555",
+            "no account: the default one"
+        );
         let unknown = AgentReply {
             envelope_id: Some("nope".into()),
             ..Default::default()
@@ -207,5 +247,38 @@ mod tests {
             boxes.route(elsewhere),
             Err(RouteError::UnknownAccount("gone".into()))
         );
+        let unaddressable = AgentReply {
+            to: Some("chat_id:abc".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            boxes.route(unaddressable).unwrap_err().to_string(),
+            "cannot address the reply: Invalid chat_id: abc"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outbox_hands_out_its_own_replies_first_then_what_others_queued_in_order() {
+        let boxes = Outboxes::default();
+        let mut outbox = boxes.open("default");
+        let reply = |to: &str, text: &str| {
+            AgentReply {
+                text: Some(text.into()),
+                ..Default::default()
+            }
+            .into_outgoing(to)
+            .unwrap()
+        };
+        boxes.queue("default", reply("+1", "queued 1")).unwrap();
+        boxes.queue("default", reply("+1", "queued 2")).unwrap();
+        outbox.push(reply("chat_id:3", "own 1"));
+        outbox.push(reply("chat_id:3", "own 2"));
+        let mut got = Vec::new();
+        got.push(outbox.recv().await.unwrap().request.text);
+        while let Some(outgoing) = outbox.try_recv() {
+            got.push(outgoing.request.text);
+        }
+        assert_eq!(got, vec!["own 1", "own 2", "queued 1", "queued 2"]);
+        assert!(outbox.try_recv().is_none());
     }
 }

@@ -1,0 +1,174 @@
+//! Why a send did not go out, typed: the caller decides what to answer (the HTTP API's status, the
+//! CLI's exit code) and every message is one line. A send imsg may have carried out before it failed
+//! is never retried (docs/agents.md, "Sinks").
+
+use std::path::PathBuf;
+
+use super::TargetError;
+use crate::media::FileError;
+use crate::rpc::RpcError;
+
+/// JSON-RPC "internal error": imsg's send failed somewhere after it started (AppleScript, Messages).
+pub const INTERNAL_ERROR: i64 = -32603;
+/// The other code imsg answers a failed send with: Messages may have taken the message before the
+/// failure was reported.
+pub const SEND_FAILED: i64 = -32001;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The target does not follow the grammar (docs/channel.md, "Sending").
+    #[error(transparent)]
+    BadTarget(#[from] TargetError),
+    /// Neither text nor a file.
+    #[error("iMessage send requires text or media")]
+    Empty,
+    #[error("cannot read {}: {reason}", .path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{} is not a regular file", .path.display())]
+    NotAFile { path: PathBuf },
+    /// Over `mediaMaxMb`, found before anything was uploaded.
+    #[error("{} is {size} bytes, over mediaMaxMb ({limit_mb} MB)", .path.display())]
+    TooLarge { path: PathBuf, size: u64, limit_mb: u64 },
+    /// Staging the file on the Mac failed; nothing was sent.
+    #[error("cannot upload {}: {source}", .path.display())]
+    Upload { path: PathBuf, source: FileError },
+    /// imsg answered the `send` with an error.
+    #[error("{source}")]
+    Refused {
+        code: i64,
+        maybe_delivered: bool,
+        source: RpcError,
+    },
+    /// No answer in time: the message may have gone out.
+    #[error("{0}")]
+    Timeout(RpcError),
+    /// The connection went away while the `send` was pending: the message may have gone out.
+    #[error("{0}")]
+    ConnectionLost(RpcError),
+    /// There was no connection to send over: nothing went out.
+    #[error("{0}")]
+    NotConnected(RpcError),
+    /// imsg answered with something that is not a send result: it most likely sent the message.
+    #[error("{0}")]
+    BadAnswer(RpcError),
+}
+
+impl SendError {
+    /// Whether the message may have reached Messages although the send failed; such a send is never
+    /// retried, or the recipient could get it twice.
+    pub fn maybe_delivered(&self) -> bool {
+        match self {
+            Self::Refused { maybe_delivered, .. } => *maybe_delivered,
+            Self::Timeout(_) | Self::ConnectionLost(_) | Self::BadAnswer(_) => true,
+            Self::BadTarget(_)
+            | Self::Empty
+            | Self::Unreadable { .. }
+            | Self::NotAFile { .. }
+            | Self::TooLarge { .. }
+            | Self::Upload { .. }
+            | Self::NotConnected(_) => false,
+        }
+    }
+}
+
+impl From<RpcError> for SendError {
+    fn from(err: RpcError) -> Self {
+        match err {
+            RpcError::Remote { code, .. } => Self::Refused {
+                code,
+                maybe_delivered: code == INTERNAL_ERROR || code == SEND_FAILED,
+                source: err,
+            },
+            RpcError::Timeout { .. } => Self::Timeout(err),
+            RpcError::Closed { .. } => Self::ConnectionLost(err),
+            RpcError::NotRunning { .. } | RpcError::Write { .. } => Self::NotConnected(err),
+            RpcError::BadResult { .. } => Self::BadAnswer(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::ExitInfo;
+
+    fn remote(code: i64) -> RpcError {
+        RpcError::Remote {
+            code,
+            message: "send failed".into(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn an_imsg_error_becomes_a_typed_send_error_that_says_whether_it_may_have_gone_out() {
+        let timeout = RpcError::Timeout {
+            method: "send".into(),
+        };
+        let closed = RpcError::Closed {
+            exit: ExitInfo::Code(1),
+            stderr: vec![],
+        };
+        let not_running = RpcError::NotRunning { stderr: vec![] };
+        let write = RpcError::Write {
+            detail: "broken pipe".into(),
+        };
+        let bad = RpcError::BadResult {
+            method: "send".into(),
+            detail: "x".into(),
+        };
+        let cases = [
+            (remote(INTERNAL_ERROR), true, "send failed: code=-32603"),
+            (remote(SEND_FAILED), true, "send failed: code=-32001"),
+            (remote(-32602), false, "send failed: code=-32602"),
+            (timeout, true, "imsg rpc timeout (send)"),
+            (closed, true, "imsg rpc exited (code 1)"),
+            (not_running, false, "imsg rpc not running"),
+            (write, false, "imsg rpc write failed: broken pipe"),
+            (bad, true, "imsg rpc returned an unexpected result for send: x"),
+        ];
+        for (rpc, maybe, text) in cases {
+            let err = SendError::from(rpc);
+            assert_eq!(err.maybe_delivered(), maybe, "{err:?}");
+            assert_eq!(err.to_string(), text);
+        }
+        assert!(matches!(
+            SendError::from(remote(SEND_FAILED)),
+            SendError::Refused {
+                code: SEND_FAILED,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn file_errors_name_the_file_on_one_line() {
+        let path = PathBuf::from("/tmp/a.jpg");
+        let cases = [
+            (
+                SendError::TooLarge {
+                    path: path.clone(),
+                    size: 9,
+                    limit_mb: 1,
+                },
+                "/tmp/a.jpg is 9 bytes, over mediaMaxMb (1 MB)",
+            ),
+            (
+                SendError::NotAFile { path: path.clone() },
+                "/tmp/a.jpg is not a regular file",
+            ),
+            (
+                SendError::Upload {
+                    path: path.clone(),
+                    source: FileError::TooLarge { limit: 8 },
+                },
+                "cannot upload /tmp/a.jpg: larger than the limit of 8 bytes",
+            ),
+            (SendError::Empty, "iMessage send requires text or media"),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+            assert!(!err.maybe_delivered());
+        }
+    }
+}
