@@ -126,7 +126,7 @@ pub enum Recipient {
 }
 
 /// The parameters of one `send` (only documented keys, correct types: the strict server rejects
-/// anything else). Blank text and no file are left out rather than sent empty.
+/// anything else; docs/differences.md I3). Blank text and no file are left out rather than sent empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SendParams {
     #[serde(flatten)]

@@ -1,6 +1,6 @@
 //! Why a send did not go out, typed: the caller decides what to answer (the HTTP API's status, the
 //! CLI's exit code) and every message is one line. A send imsg may have carried out before it failed
-//! is never retried (docs/agents.md, "Sinks").
+//! is never retried (docs/agents.md, "Sinks"; docs/differences.md I4).
 
 use std::path::PathBuf;
 

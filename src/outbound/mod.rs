@@ -1,8 +1,9 @@
-//! Outbound: the target grammar and the imsg `send` requests a send turns into (reference §7.1–§7.3,
-//! with DESIGN §7 fixes 2 and 3: config `service` applies to bare handles, media-only sends carry no
-//! placeholder text), the pure pieces of reply delivery: chunking (§7.5), the response prefix (§7.7)
-//! and the outbound sanitiser (§5.8); and the one [`sender::Sender`] every send goes through. What
-//! the inbound side shares with it (the echo cache, the reflection guard) is `crate::echo`.
+//! Outbound: the target grammar and the imsg `send` requests a send turns into (docs/channel.md,
+//! "Sending"; docs/differences.md C2 and C3: the config's `service` applies to bare handles, a
+//! media-only send carries no placeholder text), the pure pieces of reply delivery (chunking, the
+//! response prefix, the outbound sanitiser), and the one [`sender::Sender`] every send goes
+//! through. What the inbound side shares with it (the echo cache, the reflection guard) is
+//! `crate::echo`.
 
 pub mod chunk;
 pub mod error;

@@ -19,7 +19,7 @@ use crate::imsg::{ImsgClient, SendParams, SendResult};
 use crate::media::upload::{self, Uploaded};
 use crate::media::{Files, RemoteFiles};
 
-/// imsg's `send` may wait on Messages; longer than the probe timeout (DESIGN §4).
+/// imsg's `send` may wait on Messages: longer than the probe timeout.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long removing the staged uploads may hold up the end of a session (or of `imsg-bridge send`).
 const REMOVE_AT_END: Duration = Duration::from_secs(5);
