@@ -68,12 +68,21 @@ impl<'a> Feed<'a> {
                 newest
             }
         };
-        if newest > cursor {
-            info!(account = %account.id, from = cursor, to = newest, "catching up on rows missed while away");
-        }
+        let bound = match carry.replay.take() {
+            Some(bound) if cursor < bound.backlog_end() => {
+                info!(account = %account.id, from = cursor, to = bound.backlog_end(), "going on with the catch-up a reconnect interrupted");
+                bound
+            }
+            _ => {
+                if newest > cursor {
+                    info!(account = %account.id, from = cursor, to = newest, "catching up on rows missed while away");
+                }
+                ReplayBound::new(&account.replay, cursor, newest, chrono::Utc::now())
+            }
+        };
         Ok(Feed {
-            bound: ReplayBound::new(&account.replay, cursor, newest, chrono::Utc::now()),
-            summarized: newest <= cursor,
+            summarized: cursor >= bound.backlog_end(),
+            bound,
             paging: matches!(imsg.protocol(), Protocol::V1 { .. }),
             debouncer: Debouncer::new(&account.id, account.debounce),
             account,
@@ -92,6 +101,10 @@ impl<'a> Feed<'a> {
         self.carry.channel.sender.remove_leftovers(self.io.files).await;
         let result = self.feed(cancel).await;
         self.carry.channel.sender.remove_all(self.io.files).await;
+        if !self.summarized {
+            // Interrupted: the next session of this run goes on under the same bound.
+            self.carry.replay = Some(self.bound.clone());
+        }
         result
     }
 

@@ -118,6 +118,9 @@ struct SessionCarryover {
     /// Replies and API sends for this account; they wait here while the connection is down.
     outbox: crate::sink::reply::Outbox,
     status: std::sync::Arc<status::StatusBoard>,
+    /// The replay bound of a catch-up a reconnect interrupted: the next session goes on under it, so
+    /// rows that arrived meanwhile cannot move its floor past rows it promised to deliver.
+    replay: Option<replay::ReplayBound>,
 }
 
 /// Run one account until `cancel` fires (Ok). Connection trouble never ends it; only a consumer
@@ -140,6 +143,7 @@ pub async fn run_account(
         in_flight: Default::default(),
         outbox,
         status,
+        replay: None,
     };
     loop {
         carry.watching_since = None;
