@@ -13,7 +13,7 @@ use crate::util::expand_tilde;
 pub struct DetectArgs {
     /// The wrapper script (usually channels.imessage.cliPath)
     wrapper: PathBuf,
-    /// One JSON object (DESIGN §5 fields) instead of the table
+    /// One JSON object (the fields in docs/ssh.md) instead of the table
     #[arg(long)]
     json: bool,
 }

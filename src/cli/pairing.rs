@@ -1,5 +1,5 @@
 //! `imsg-bridge pairing list [--json] | pairing approve CODE [--notify]`: the operator's side of DM
-//! pairing (reference §6.2) for the selected account, over the same files as `openclaw pairing`.
+//! pairing (docs/channel.md) for the selected account, over the same files as `openclaw pairing`.
 
 use std::process::ExitCode;
 use std::time::Duration;

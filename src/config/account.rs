@@ -1,4 +1,4 @@
-//! Accounts (openclaw-imessage.md §2.2): the id list, the default account, the shallow merge
+//! Accounts (docs/configuration.md): the id list, the default account, the shallow merge
 //! `{...root-without-accounts, ...account}`, per-account values with their defaults, and the
 //! cross-account warnings.
 
@@ -349,7 +349,7 @@ fn parse_account(raw: &RawAccount, id: &str, path: &str) -> Result<Account, Conf
     })
 }
 
-/// Upstream's "configured" test (§2.2), plus our `ssh` block and `remoteHost`.
+/// OpenClaw's "configured" test (docs/configuration.md), plus our `ssh` block and `remoteHost`.
 fn is_configured(raw: &RawAccount) -> bool {
     let set = |s: &Option<String>| trimmed(s.as_deref()).is_some();
     let non_empty = |l: &Option<Vec<String>>| l.as_ref().is_some_and(|l| !l.is_empty());

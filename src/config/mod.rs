@@ -1,6 +1,6 @@
 //! Configuration: json5 loading, raw → validated in two stages, account resolution and merge.
 //!
-//! One OpenClaw-shaped json5 file (DESIGN §3). Stage 1 parses the text into a JSON value, rejects
+//! One OpenClaw-shaped json5 file (docs/configuration.md). Stage 1 parses the text into a JSON value, rejects
 //! unknown keys of the strict sections (`channels.imessage`, `bridge`) with their full path and a
 //! suggestion (`schema`), and deserializes each section into the raw structs (`raw`). Stage 2 checks
 //! every value (`validate`), resolves and merges the accounts (`account`) and the other sections

@@ -52,7 +52,7 @@ fn humanize(message: &str) -> String {
     out
 }
 
-/// One account, or the channel root minus `accounts`/`defaultAccount` (the same key set, §2.1).
+/// One account, or the channel root minus `accounts`/`defaultAccount` (the same key set).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawAccount {

@@ -97,7 +97,7 @@ pub static SSH: Obj = Obj {
     root_only: &[],
 };
 
-/// The keys shared by the channel root and every account (openclaw-imessage.md §2.1 plus ours).
+/// The keys shared by the channel root and every account (docs/configuration.md plus ours).
 static ACCOUNT_FIELDS: &[(&str, Shape)] = &[
     ("enabled", Shape::Leaf),
     ("name", Shape::Leaf),

@@ -153,7 +153,7 @@ pub struct Account {
     /// Per-DM overrides keyed by handle as written.
     pub dms: BTreeMap<String, DmConfig>,
     pub include_attachments: bool,
-    /// Effective local roots: account, root and the default root, de-duplicated (§4.4).
+    /// Effective local roots: account, root and the default root, de-duplicated (docs/attachments.md).
     pub attachment_roots: Vec<String>,
     /// Effective remote roots: remote and local roots of account and root, and the default.
     pub remote_attachment_roots: Vec<String>,

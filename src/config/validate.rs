@@ -76,7 +76,7 @@ pub fn trimmed(value: Option<&str>) -> Option<String> {
     value.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
-/// The "safe executable" rule of `cliPath` (openclaw-imessage.md §2.1). Returns the trimmed value.
+/// The "safe executable" rule of `cliPath` (docs/configuration.md). Returns the trimmed value.
 pub fn executable(raw: &str, path: &str) -> Result<String, ConfigError> {
     let value = raw.trim();
     let is_path_like = value.starts_with('.')
@@ -122,7 +122,7 @@ fn valid_user(user: &str) -> bool {
     !user.is_empty() && user.chars().all(is_token_char)
 }
 
-/// The host part of §4.1: a name, or a bracketed IPv6 literal (a `:` anywhere else is a port).
+/// The host part of a `remoteHost` (docs/configuration.md): a name, or a bracketed IPv6 literal (a `:` anywhere else is a port).
 fn valid_host(host: &str) -> bool {
     if host.is_empty() || host.starts_with('-') {
         return false;
@@ -138,7 +138,7 @@ fn valid_host(host: &str) -> bool {
     host.chars().all(is_token_char)
 }
 
-/// `remoteHost`: `host` or `user@host` under the rules of openclaw-imessage.md §4.1.
+/// `remoteHost`: `host` or `user@host` under the rules of docs/configuration.md.
 ///
 /// Upstream ignores an unsafe value with a verbose log; we refuse it, because silently falling back
 /// to local attachment paths is what made remote setups fail mysteriously.
@@ -248,7 +248,7 @@ pub fn env_name(raw: Option<&str>, path: &str) -> Result<Option<String>, ConfigE
     }
 }
 
-/// An attachment root pattern (openclaw-imessage.md §4.4), normalised: `\` → `/`, `.`/`..` and
+/// An attachment root pattern (docs/configuration.md), normalised: `\` → `/`, `.`/`..` and
 /// repeated or trailing slashes removed.
 pub fn attachment_root(raw: &str, path: &str) -> Result<String, ConfigError> {
     normalize_root(raw).ok_or_else(|| {
@@ -294,7 +294,7 @@ fn normalize_root(raw: &str) -> Option<String> {
 
 /// Check allowlist entries (`allowFrom`, `groupAllowFrom`) and return them trimmed, blanks dropped.
 ///
-/// The grammar is the setup wizard's (openclaw-imessage.md §6.5) plus fix 7: a handle with neither
+/// The grammar is the setup wizard's (docs/configuration.md) plus docs/differences.md C7: a handle with neither
 /// digits nor `@` can never match a sender, so it is an error rather than a silent `"+"`.
 pub fn allowlist(entries: &[Entry], path: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::with_capacity(entries.len());

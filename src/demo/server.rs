@@ -1,4 +1,4 @@
-//! The embedded SSH server that plays the Mac in `imsg-bridge demo` (DESIGN §10): russh on
+//! The embedded SSH server that plays the Mac in `imsg-bridge demo` (README.md, "Quick start"): russh on
 //! 127.0.0.1 with a fresh host key, public-key auth for one generated client key, `imsg rpc` served in
 //! process on exec channels, and the `sftp` subsystem over the demo folder. Nothing needs installing:
 //! no sshd, no imsg, no shell.

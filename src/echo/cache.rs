@@ -1,4 +1,4 @@
-//! The sent-message echo cache (reference §5.7): what the bridge just sent, by text and by message id,
+//! The sent-message echo cache (docs/channel.md): what the bridge just sent, by text and by message id,
 //! so the copy of it that `imsg` reports back as a new message is dropped instead of dispatched.
 
 use std::collections::HashMap;

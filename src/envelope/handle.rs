@@ -1,4 +1,4 @@
-//! Handle normalisation (reference §6.4): emails lowercased, phone numbers reduced to `+digits`,
+//! Handle normalisation (docs/channel.md): emails lowercased, phone numbers reduced to `+digits`,
 //! service prefixes stripped, chat prefixes canonicalised.
 
 /// Service prefixes that may precede a handle (`imessage:+1555…`).
@@ -18,7 +18,7 @@ const CHAT_PREFIXES: [(&str, &str); 9] = [
 ];
 
 /// Normalise a handle the way the channel compares them. A value without digits that is not an
-/// email normalises to `"+"` upstream; callers treat such handles as invalid (DESIGN §7 fix 7),
+/// email normalises to `"+"` upstream; callers treat such handles as invalid (docs/differences.md C7),
 /// see [`is_valid_handle`].
 pub fn normalize_handle(raw: &str) -> String {
     let mut value = raw.trim();

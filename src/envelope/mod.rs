@@ -1,4 +1,4 @@
-//! The envelope: what the agent receives for each accepted inbound message (DESIGN §8), and the pure
+//! The envelope: what the agent receives for each accepted inbound message (docs/envelope.md), and the pure
 //! normalisation of an imsg message into it (sender normalisation, session key, formatted body).
 
 mod handle;
@@ -130,7 +130,7 @@ pub struct EnvelopeContext {
     pub main_key: String,
 }
 
-/// The session key of a conversation (reference §5.12).
+/// The session key of a conversation (docs/envelope.md).
 pub fn session_key(ctx: &EnvelopeContext, chat_type: ChatType, chat_id: i64, peer: &str) -> String {
     let agent = &ctx.agent_id;
     let peer = peer.to_lowercase();
@@ -240,7 +240,7 @@ pub fn normalize(msg: &Message, ctx: &EnvelopeContext) -> Envelope {
 }
 
 impl Envelope {
-    /// Apply the policy's verdict (reference §5.9–§5.11): mention and command flags, the quote
+    /// Apply the policy's verdict (docs/envelope.md): mention and command flags, the quote
     /// (dropped when `keep_reply` is false, else appended to the body), and held group messages as
     /// `history`, with the body wrapped the way upstream shows them to the agent.
     pub fn apply_decision(
@@ -308,7 +308,7 @@ impl Envelope {
     }
 
     /// Attach the staged media. A message with media and no text gets the `<media:…>` placeholder
-    /// as its body text (reference §5.3), from the first attachment's MIME type.
+    /// as its body text (docs/envelope.md), from the first attachment's MIME type.
     pub fn set_media(&mut self, media: Vec<Media>) {
         if self.text.trim().is_empty()
             && let Some(first) = media.first()
@@ -343,7 +343,7 @@ fn reply_context(msg: &Message) -> Option<ReplyTo> {
     })
 }
 
-/// `[iMessage <fromLabel> <weekday> <YYYY-MM-DD HH:MM> UTC] <body>` (reference §5.10), in UTC.
+/// `[iMessage <fromLabel> <weekday> <YYYY-MM-DD HH:MM> UTC] <body>` (docs/envelope.md), in UTC.
 pub fn format_body(
     chat_type: ChatType,
     chat: &ChatInfo,

@@ -1,5 +1,5 @@
 //! Text clean-up of inbound payloads: the protobuf-style length prefix some imsg builds leave on
-//! recovered text (reference §5.1), and header sanitising for the formatted body.
+//! recovered text (docs/channel.md), and header sanitising for the formatted body.
 
 /// If `text` is exactly `0x0A` + varint length + payload consuming the rest, return the payload.
 pub fn strip_length_prefix(text: &str) -> Option<String> {

@@ -198,7 +198,7 @@ impl ChannelState {
         }
     }
 
-    /// DESIGN §7 fix 8: a DM envelope carries the chat's previous N messages.
+    /// docs/differences.md C8: a DM envelope carries the chat's previous N messages.
     async fn add_dm_history(&self, envelope: &mut Envelope, message: &Message, imsg: &ImsgClient) {
         let peer = normalize_handle(&message.sender).to_lowercase();
         let limit = self
@@ -414,8 +414,8 @@ impl ChannelState {
     }
 }
 
-/// The `<media:…>` placeholder from the first attachment imsg did not mark missing (reference
-/// §5.3), else the first one; empty without attachments.
+/// The `<media:…>` placeholder from the first attachment imsg did not mark missing (docs/channel.md),
+/// else the first one; empty without attachments.
 fn kept_placeholder(message: &Message) -> String {
     let first = message
         .attachments

@@ -1,4 +1,4 @@
-//! `/config show|set|unset` from chat (reference §8): the owner reads or edits the config file.
+//! `/config show|set|unset` from chat (docs/channel.md): the owner reads or edits the config file.
 //! Pure: text in, new text and the reply out; the caller checks who asked, writes, and reloads.
 
 use serde_json::{Map, Value};

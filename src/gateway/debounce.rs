@@ -1,4 +1,4 @@
-//! Inbound debounce (reference §5.2): quick successive texts from one sender in one conversation
+//! Inbound debounce (docs/channel.md): quick successive texts from one sender in one conversation
 //! become one message, its text the texts joined by newlines. Held rows are not yet handled, so
 //! the cursor stays below them until they are (a crash replays them).
 

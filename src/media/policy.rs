@@ -1,5 +1,5 @@
-//! Pure attachment rules: is a path inside the attachment roots (reference §4.4), what local name a
-//! remote file gets in the cache, its MIME type, and the `<media:…>` placeholder (reference §5.3).
+//! Pure attachment rules: is a path inside the attachment roots (docs/attachments.md), what local name a
+//! remote file gets in the cache, its MIME type, and the `<media:…>` placeholder (docs/attachments.md).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -130,7 +130,7 @@ pub fn mime_for(name: &str, imsg_mime: &str) -> String {
 }
 
 /// The body placeholder of a message with media and no text, from the first kept attachment's MIME
-/// (reference §5.3): `<media:image|audio|video|document>`, else `<media:attachment>`.
+/// (docs/attachments.md): `<media:image|audio|video|document>`, else `<media:attachment>`.
 pub fn placeholder(first_mime: &str) -> String {
     let mime = first_mime
         .split(';')

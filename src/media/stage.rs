@@ -1,4 +1,4 @@
-//! Inbound staging (DESIGN §6): for each attachment of a message, check the roots, resolve and stat
+//! Inbound staging (docs/attachments.md): for each attachment of a message, check the roots, resolve and stat
 //! it, enforce `mediaMaxMb`, and pull it into `stateDir/media/inbound/<account>/<guid>/<safe name>`
 //! (temp file, size enforced while reading, sha256 on the way, fsync, rename). Each attachment ends
 //! with a status; the envelope waits for all of them.

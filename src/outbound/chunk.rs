@@ -1,4 +1,4 @@
-//! Splitting outbound reply text into iMessage-sized messages (reference §7.5): `length` mode breaks a
+//! Splitting outbound reply text into iMessage-sized messages (docs/channel.md): `length` mode breaks a
 //! window at its last newline or whitespace outside parentheses, `newline` mode splits at blank lines
 //! outside fenced code blocks and length-chunks only the paragraphs that are still too long.
 

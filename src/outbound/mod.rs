@@ -77,7 +77,7 @@ impl Shaping {
 }
 
 /// The requests of a send: text alone is chunked (one request per chunk, in order); with files the
-/// whole text is the first file's caption (reference §7.4).
+/// whole text is the first file's caption (docs/channel.md).
 pub fn chunked_params(
     target: &Target,
     text: &str,
@@ -100,7 +100,7 @@ pub fn chunked_params(
     Ok(requests)
 }
 
-/// An agent's reply: assistant scaffolding removed (§5.8), the response prefix applied (§7.7),
+/// An agent's reply: assistant scaffolding removed, the response prefix applied,
 /// then as [`chunked_params`].
 pub fn reply_params(
     target: &Target,

@@ -1,4 +1,4 @@
-//! The reply prefix (`responsePrefix`, reference §7.7): `"auto"` becomes `[<identity name>]`, template
+//! The reply prefix (`responsePrefix`, docs/channel.md): `"auto"` becomes `[<identity name>]`, template
 //! variables are filled from the reply's model context, and the result goes in front of reply text.
 
 use std::sync::LazyLock;

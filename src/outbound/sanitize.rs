@@ -1,4 +1,4 @@
-//! Keeping assistant scaffolding out of the conversation (reference §5.8): the outbound sanitiser
+//! Keeping assistant scaffolding out of the conversation (docs/channel.md): the outbound sanitiser
 //! that strips our internal markup from replies before they are sent. Its inbound counterpart, the
 //! reflection guard, is `crate::echo::reflection`.
 

@@ -1,4 +1,4 @@
-//! The iMessage target grammar (reference §7.1) with its error texts: `imessage:`/`sms:`/`auto:`
+//! The iMessage target grammar (docs/channel.md) with its error texts: `imessage:`/`sms:`/`auto:`
 //! handles, `chat_id:`, `chat_guid:`, `chat_identifier:` (and their aliases), or a bare handle.
 //! A target is parsed once where it enters (the CLI, the HTTP API, an agent's reply) and travels as
 //! a [`Target`]; it prints in its canonical spelling, which is also its echo-cache scope.

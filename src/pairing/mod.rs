@@ -1,4 +1,4 @@
-//! DM pairing (reference §6.2): pending requests of unknown senders and the approvals that admit them,
+//! DM pairing (docs/channel.md): pending requests of unknown senders and the approvals that admit them,
 //! stored under `stateDir/credentials/` in OpenClaw's version-1 JSON files so that a state dir shared
 //! with OpenClaw (`~/.openclaw`) works with either CLI. Also the two texts a sender receives.
 //!
@@ -52,7 +52,7 @@ pub enum PairingError {
     Random(String),
 }
 
-/// The challenge sent to an unknown sender (reference §6.2, lines joined with `\n`). The command
+/// The challenge sent to an unknown sender (docs/channel.md, lines joined with `\n`). The command
 /// really appears twice: once to read, once in a block that phones make easy to copy.
 pub fn reply_text(sender_id: &str, code: &str) -> String {
     let command = format!("imsg-bridge pairing approve {code}");

@@ -1,4 +1,4 @@
-//! Unit tests of the pairing store, its lock and its texts: every rule of reference §6.2 with a fixed
+//! Unit tests of the pairing store, its lock and its texts: every rule of docs/channel.md with a fixed
 //! clock and scripted randomness.
 
 use std::os::unix::fs::PermissionsExt;

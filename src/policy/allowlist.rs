@@ -1,4 +1,4 @@
-//! Allowlist entries and matching (reference §6.3): `*`, service prefixes stripped, `chat_id:`,
+//! Allowlist entries and matching (docs/channel.md): `*`, service prefixes stripped, `chat_id:`,
 //! `chat_guid:`, `chat_identifier:` entries matching the chat, anything else a normalised handle.
 
 use crate::envelope::normalize_handle;

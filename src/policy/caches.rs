@@ -1,5 +1,5 @@
 //! The in-memory state of the inbound pipeline, all clock-injected (ms): the self-chat cache
-//! (reference §5.6), the echo-loop rate limiter (§5.5) and pending group history (§5.11).
+//! (docs/channel.md), the echo-loop rate limiter and pending group history.
 
 use std::collections::{HashMap, VecDeque};
 

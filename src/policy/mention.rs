@@ -1,4 +1,4 @@
-//! Mention patterns (reference §6.8): the agent's `groupChat.mentionPatterns`, else
+//! Mention patterns (docs/channel.md): the agent's `groupChat.mentionPatterns`, else
 //! `messages.groupChat.mentionPatterns`, else derived from the agent's identity name; compiled
 //! case-insensitive, tested against the text lowercased with zero-width and bidi marks removed.
 

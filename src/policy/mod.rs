@@ -1,4 +1,4 @@
-//! The inbound decision (reference §5.4, with DESIGN §7 fixes): dispatch, pairing challenge, or a
+//! The inbound decision (docs/channel.md, with the fixes in docs/differences.md): dispatch, pairing challenge, or a
 //! drop with its reason. Pure: no I/O, the clock comes in as milliseconds and the pairing store's
 //! approvals come in as a list, so every rule is table-tested.
 
@@ -66,7 +66,7 @@ impl DropReason {
         }
     }
 
-    /// Drops that count towards the echo-loop rate limiter (§5.5): reflections of what we sent
+    /// Drops that count towards the echo-loop rate limiter: reflections of what we sent
     /// (`Echo`, `SelfChatEcho`, `Reflected`) and own rows we did not send (`FromMe`). Our own
     /// recognised sends (`OwnSend`) are not evidence: imsg reports every reply back as a from-me
     /// row, so counting them silenced any conversation after five replies (docs/channel.md,
@@ -180,7 +180,7 @@ impl Policy {
         format!("{}:{to}", self.settings.account)
     }
 
-    /// Decide, in the reference's order, and record what the caches need.
+    /// Decide, in the order docs/channel.md gives, and record what the caches need.
     pub fn decide(&mut self, inbound: &Inbound<'_>, now_ms: u64) -> Decision {
         let decision = self.decide_inner(inbound, now_ms);
         let m = inbound.message;
@@ -207,7 +207,7 @@ impl Policy {
         }
     }
 
-    /// The stages in the reference's order (§5.4); each one passes the row on or decides.
+    /// The stages in the order of docs/channel.md; each one passes the row on or decides.
     fn stages(&mut self, inbound: &Inbound<'_>, now_ms: u64) -> Stage<Dispatch> {
         let row = self.classify(inbound, now_ms)?;
         let self_chat_checked = self.screen_own_row(&row, inbound, now_ms)?;
@@ -268,7 +268,7 @@ impl Policy {
         })
     }
 
-    /// Our own rows (§5.6): outside a true self-chat they are dropped (as our send when the echo
+    /// Our own rows: outside a true self-chat they are dropped (as our send when the echo
     /// cache knows them); in a self-chat, the user writing to themselves goes on as a normal
     /// inbound. Continues with whether the self-chat cache was consulted already.
     fn screen_own_row(&mut self, row: &Row<'_>, inbound: &Inbound<'_>, now_ms: u64) -> Stage<bool> {
@@ -300,7 +300,7 @@ impl Policy {
         Stage::Continue(true)
     }
 
-    /// Access control (§6.1, §6.6): the group policy and sender list, or the DM policy (a stranger
+    /// Access control: the group policy and sender list, or the DM policy (a stranger
     /// in a `pairing` DM gets a code), then the group registry. Continues with the DM allowlist,
     /// pairing approvals included.
     fn check_access(&self, row: &Row<'_>, inbound: &Inbound<'_>) -> Stage<Allowlist> {
@@ -370,7 +370,7 @@ impl Policy {
         Stage::Continue(())
     }
 
-    /// Mentions and control commands (§6.8): an unauthorised command in a group is dropped, an
+    /// Mentions and control commands: an unauthorised command in a group is dropped, an
     /// unmentioned group message is held as history for the next dispatch; the rest is dispatched
     /// with the history held so far.
     fn gate_mentions(
@@ -422,7 +422,7 @@ impl Policy {
         }
     }
 
-    /// Reply context visibility (§5.9): whether the quoted message stays in the envelope.
+    /// Reply context visibility: whether the quoted message stays in the envelope.
     fn keeps_reply(&self, row: &Row<'_>) -> bool {
         let s = &self.settings;
         let m = row.message;
@@ -500,7 +500,7 @@ impl Row<'_> {
     }
 }
 
-/// The group registry's view of a row's chat (§6.7).
+/// The group registry's view of a row's chat.
 struct Registry {
     /// The chat has its own entry in `groups`.
     listed: bool,

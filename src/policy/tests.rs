@@ -1,4 +1,4 @@
-//! Table tests of the decision pipeline, after the reference's §10 inventory (gating, inbound
+//! Table tests of the decision pipeline, after the rules of docs/channel.md (gating, inbound
 //! processing, self-chat dedupe, rate limiting).
 
 use super::*;

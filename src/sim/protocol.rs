@@ -120,7 +120,7 @@ pub struct Rejected {
     pub error: RpcError,
 }
 
-/// Validate one non-blank line as a request, by the rules of the dialect (reference §4.2 / §4.3).
+/// Validate one non-blank line as a request, by the rules of the dialect (docs/simulator.md).
 pub fn parse_request(line: &str, dialect: Dialect) -> Result<Request, Rejected> {
     let reject_null = |error| Rejected {
         id: Some(Value::Null),

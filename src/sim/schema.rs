@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-/// Apple's chat.db tables, reduced to the columns imsg reads (protocol reference §11.1).
+/// Apple's chat.db tables, reduced to the columns imsg reads (docs/simulator.md).
 pub const SCHEMA_SQL: &str = "
 CREATE TABLE handle (
   ROWID INTEGER PRIMARY KEY AUTOINCREMENT UNIQUE,
@@ -116,7 +116,7 @@ CREATE INDEX message_idx_associated_message ON message (associated_message_guid)
 CREATE INDEX message_attachment_join_idx_message_id ON message_attachment_join (message_id);
 ";
 
-/// The demo conversation of `init --seed demo`: one DM and one group, one message each (reference §11.6).
+/// The demo conversation of `init --seed demo`: one DM and one group, one message each (docs/simulator.md).
 ///
 /// Fixed ROWIDs and dates make the demo reproducible; later rows continue after them because the
 /// tables use AUTOINCREMENT.

@@ -1,5 +1,5 @@
-//! `send`: validate like imsg, write the rows Messages would write (reference §7.6), then verify by
-//! reading the row back the way imsg's AppleScript path does (§7.5).
+//! `send`: validate like imsg, write the rows Messages would write (docs/simulator.md), then verify by
+//! reading the row back the way imsg's AppleScript path does.
 //!
 //! A text and a file are two sends and two rows, as with AppleScript. Outgoing rows get
 //! `is_from_me = 1`, `is_sent = 1`, `destination_caller_id` = the simulated user's handle, and the
@@ -213,7 +213,7 @@ fn validate(p: &Params) -> Result<SendRequest, RpcError> {
     })
 }
 
-/// A chat identifier that "looks like a handle" is sent to as a buddy (reference §7.1 item 4):
+/// A chat identifier that "looks like a handle" is sent to as a buddy (docs/simulator.md):
 /// it has `@`, only phone characters, or an `imessage:`/`sms:`/`auto:` prefix.
 fn handle_like(ident: &str) -> Option<(String, Option<Service>)> {
     let lower = ident.to_ascii_lowercase();

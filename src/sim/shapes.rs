@@ -1,7 +1,7 @@
 //! The JSON objects `imsg` prints — Chat, Group, Message, Attachment, Reaction — built from rows.
 //!
 //! Pure functions only (the file system is touched only to compute `missing`): `query` reads the
-//! rows, this file decides the shape. Rules from the protocol reference §3: absent optional strings
+//! rows, this file decides the shape. Rules from docs/simulator.md: absent optional strings
 //! are omitted, arrays are always present, times are ISO-8601 UTC with milliseconds, `is_group` is
 //! the `;+;` rule, participants are sorted and de-duplicated.
 
@@ -300,7 +300,7 @@ pub fn aggregate_reactions(rows: &[ReactionRow]) -> Vec<Value> {
     current.into_iter().map(|(_, v)| v).collect()
 }
 
-/// An Attachment object (§3.3); `missing` looks at the real file system.
+/// An Attachment object (docs/simulator.md); `missing` looks at the real file system.
 pub fn attachment_json(row: &AttachmentRow) -> Value {
     let filename = row.filename.clone().unwrap_or_default();
     let original = original_path(&filename);
@@ -316,7 +316,7 @@ pub fn attachment_json(row: &AttachmentRow) -> Value {
     })
 }
 
-/// A Chat object as `chats.list` and `chats --json` print it (§3.1).
+/// A Chat object as `chats.list` and `chats --json` print it.
 ///
 /// Strict is the canonical 0.14+ payload; baseline is the older hand-built dictionary without
 /// `display_name`, routing fields or `unread_count`.
@@ -347,7 +347,7 @@ pub fn chat_json(chat: &ChatSummary, dialect: Dialect) -> Value {
     Value::Object(m)
 }
 
-/// A Group object as `chats.get` returns it (§3.5).
+/// A Group object as `chats.get` returns it.
 pub fn group_json(info: &ChatInfo) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(info.id));
@@ -384,7 +384,7 @@ pub struct MessageExtras<'a> {
     pub reply: Option<ReplyContext>,
 }
 
-/// A Message object (§3.2).
+/// A Message object.
 pub fn message_json(row: &MessageRow, extras: MessageExtras<'_>, dialect: Dialect) -> Value {
     let strict = dialect.is_strict();
     let tapback = row.tapback();

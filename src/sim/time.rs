@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn converts_the_reference_example_both_ways() {
-        // §11.6 of the protocol reference: 2026-05-16T15:24:36Z.
+        // An example instant: 2026-05-16T15:24:36Z.
         let ns = 800_637_876_000_000_000;
         assert_eq!(iso_from_apple_ns(Some(ns)), "2026-05-16T15:24:36.000Z");
         assert_eq!(parse_iso_to_apple_ns("2026-05-16T15:24:36Z"), Ok(ns));

@@ -1,7 +1,7 @@
 //! `watch.subscribe` / `watch.unsubscribe`: subscriptions that stream new message rows as
 //! notifications, and the change feed that notices rows written by any process.
 //!
-//! How a subscription learns about new rows (reference §8): one change-feed thread per server polls
+//! How a subscription learns about new rows (docs/simulator.md): one change-feed thread per server polls
 //! `PRAGMA data_version` on its own connection every [`FEED_INTERVAL`] — a cheap read of a counter that
 //! changes whenever another connection (another process included) commits. A change wakes every
 //! subscription, which waits its debounce (default 500 ms; later changes inside the window are

@@ -1,5 +1,5 @@
 //! Wrapper-script detection: read a `cliPath` script such as `exec ssh -T bot@mac imsg "$@"` — never
-//! run it — and find the SSH target the native connection should use instead (DESIGN §5).
+//! run it — and find the SSH target the native connection should use instead (docs/ssh.md).
 //!
 //! The rule that shapes everything here is "never a wrong host": upstream's regex picked the jump host
 //! or an email address in a comment. So the script is read as shell words, ssh's argv is walked the way

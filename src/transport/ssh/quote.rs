@@ -1,6 +1,6 @@
 //! Quoting for the remote command line. The exec string goes through the Mac user's login shell
 //! (`zsh -c`), so every argument is single-quoted unless it is plainly safe, and a leading `~/` is
-//! left outside the quotes so the remote shell expands it (DESIGN §3: `dbPath` belongs to the Mac).
+//! left outside the quotes so the remote shell expands it (docs/ssh.md: `dbPath` belongs to the Mac).
 
 /// POSIX single-quote `word` unless it consists only of safe characters.
 pub fn quote(word: &str) -> String {

@@ -373,7 +373,7 @@ fn unknown_target(t: &mut Target) {
     first(&mut t.user, None);
 }
 
-/// Accepts a host token as openclaw's `scp-host` does (reference §4.1), plus bare IPv6 literals, which
+/// Accepts a host token as openclaw's `scp-host` does (docs/ssh.md), plus bare IPv6 literals, which
 /// OpenSSH accepts. Returns the host without brackets.
 fn valid_host(host: &str) -> Option<String> {
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
