@@ -16,12 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::demo::DemoServer;
 use crate::envelope::Envelope;
-use crate::gateway::run_account;
-use crate::gateway::status::StatusBoard;
+use crate::gateway::fleet::{self, FleetOptions};
+use crate::gateway::status::{AccountState, StatusBoard};
 use crate::sim::db::{InjectSpec, inject};
 use crate::sink::Sink;
 use crate::sink::reply::{AgentReply, Outboxes};
-use crate::state::CursorStore;
 
 const OWNER: &str = "+14155550100";
 const FRIEND: &str = "jane@example.com";
@@ -77,134 +76,184 @@ async fn run_script(dir: &Path, t: &Timeline, keep_running: bool) -> anyhow::Res
     let config_path = dir.join("demo.json5");
     std::fs::write(&config_path, demo_config(dir, &server, &known_hosts, &db))?;
     let config = crate::config::load(Some(&config_path))?;
-    let account = config
-        .account(&config.default_account)
-        .context("the demo config has no account")?;
-    let runtime = super::runtime_of(&config, account)?;
 
+    // The gateway is the library's fleet, as `run` runs it, with the echo agent as its sink.
     let cancel = CancellationToken::new();
-    let outboxes = Arc::new(Outboxes::default());
-    let outbox = outboxes.open(&runtime.id);
-    let status = Arc::new(StatusBoard::default());
-    let (envelopes_tx, mut envelopes) = mpsc::channel::<Envelope>(64);
-    let sink = Sink::Channel(envelopes_tx);
-    let cursors = CursorStore::new(&config.bridge.state_dir);
-    let gateway = {
-        let (status, cancel) = (status.clone(), cancel.clone());
-        tokio::spawn(async move { run_account(&runtime, &cursors, &sink, outbox, status, &cancel).await })
+    let (envelopes_tx, envelopes) = mpsc::channel::<Envelope>(64);
+    let options = FleetOptions {
+        sink: Some(Sink::Channel(envelopes_tx)),
+        ..FleetOptions::default()
     };
-    wait_for(STEP, "the gateway to connect", || {
-        status
-            .get("default")
-            .is_some_and(|s| s.state == crate::gateway::status::AccountState::Connected)
-    })
-    .await?;
-    let fingerprint = status.get("default").and_then(|s| s.host_key).unwrap_or_default();
-    t.say(&format!(
-        "imsg-bridge connected over native SSH (host key {fingerprint})"
-    ));
-
-    // 1. A stranger writes: a pairing code, no envelope.
-    let stranger_chat = dm(&db, STRANGER, "hi, who is this?", None)?;
-    t.say(&format!("{STRANGER} → bot: hi, who is this?"));
-    let reply = wait_sent(&db, stranger_chat, 1).await?;
-    let code = reply
-        .lines()
-        .skip_while(|l| *l != "Pairing code:")
-        .nth(2)
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    t.say(&format!(
-        "bot → {STRANGER}: pairing code {code} (the stranger is not let in)"
-    ));
-    let store = crate::pairing::PairingStore::new(&config.bridge.state_dir);
-    let approved = store.approve(&code, None, chrono::Utc::now())?;
-    t.say(&format!(
-        "owner runs `imsg-bridge pairing approve {code}`: Approved imessage sender {}.",
-        approved.id
-    ));
-
-    // 2. Now the stranger is let in; the echo agent answers.
-    dm(&db, STRANGER, "hello again", None)?;
-    t.say(&format!("{STRANGER} → bot: hello again"));
-    let mut delivered = Vec::new();
-    let envelope = next_envelope(&mut envelopes).await?;
-    t.say(&format!("envelope → agent: {}", envelope.body));
-    delivered.push(envelope.clone());
-    echo(&outboxes, &envelope);
-    let reply = wait_sent(&db, stranger_chat, 2).await?;
-    t.say(&format!("bot → {STRANGER}: {reply}"));
-
-    // 3. A group: an unmentioned message is held, the mention carries it as history.
-    group(&db, FRIEND, "dinner at 7?")?;
-    t.say(&format!("{FRIEND} → Crew: dinner at 7?   (no mention: held)"));
-    group(&db, OWNER, "@bot are you in?")?;
-    t.say(&format!("{OWNER} → Crew: @bot are you in?"));
-    let envelope = next_envelope(&mut envelopes).await?;
-    let held: Vec<String> = envelope
-        .history
-        .iter()
-        .map(|h| format!("{}: {}", h.sender, h.body))
-        .collect();
-    t.say(&format!(
-        "envelope → agent (group, held history: {})",
-        held.join(" | ")
-    ));
-    delivered.push(envelope.clone());
-    echo(&outboxes, &envelope);
-
-    // 4. A photo, pulled over SFTP before the envelope leaves.
-    let photo = dir.join("sunset.jpg");
-    std::fs::write(&photo, demo_photo())?;
-    let source_sha = hex(&Sha256::digest(std::fs::read(&photo)?));
-    dm(&db, OWNER, "look at this", Some(&photo))?;
-    t.say(&format!(
-        "{OWNER} → bot: look at this [sunset.jpg, sha256 {source_sha}]"
-    ));
-    let envelope = next_envelope(&mut envelopes).await?;
-    let media = envelope
-        .media
-        .first()
-        .context("the photo envelope has no media")?;
-    let matches = media.sha256.as_deref() == Some(source_sha.as_str());
-    t.say(&format!(
-        "envelope → agent with media: {} {} bytes, staged at {}, sha256 {} ({})",
-        media.status.as_str(),
-        media.size.unwrap_or(0),
-        media.path.as_deref().unwrap_or("-"),
-        media.sha256.as_deref().unwrap_or("-"),
-        if matches {
-            "matches the source"
-        } else {
-            "DOES NOT MATCH"
-        }
-    ));
-    echo(&outboxes, &envelope);
-    delivered.push(envelope.clone());
-    println!();
-    println!("envelopes handed to the agent:");
-    for envelope in &delivered {
-        println!("{}", serde_json::to_string(envelope)?);
-    }
-    if !matches {
-        bail!("the staged photo's sha256 differs from the source");
-    }
-    if keep_running {
-        println!();
-        println!("still running. Inject with:");
-        println!(
-            "  imsg-sim inject --db {} --from {OWNER} --text \"hi\"",
-            db.display()
-        );
-        println!("Ctrl-C stops.");
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let script = Script {
+        t,
+        dir,
+        db: &db,
+        state_dir: &config.bridge.state_dir,
+        status: options.status.clone(),
+        outboxes: options.outboxes.clone(),
+    };
+    let fleet = fleet::run(&config, options, cancel.clone());
+    tokio::pin!(fleet);
+    let played = tokio::select! {
+        played = script.play(envelopes, keep_running) => played,
+        end = &mut fleet => Err(anyhow::anyhow!("the gateway stopped before the script ended: {end:?}")),
+    };
     cancel.cancel();
-    let _ = gateway.await;
+    let _ = fleet.await;
     drop(server);
+    played?;
     t.say("done: pairing, reply, held group history and an SFTP-pulled photo, all over one SSH connection");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scripted conversation against the running gateway.
+struct Script<'a> {
+    t: &'a Timeline,
+    dir: &'a Path,
+    db: &'a Path,
+    state_dir: &'a Path,
+    status: Arc<StatusBoard>,
+    outboxes: Arc<Outboxes>,
+}
+
+impl Script<'_> {
+    async fn play(&self, mut envelopes: mpsc::Receiver<Envelope>, keep_running: bool) -> anyhow::Result<()> {
+        let t = self.t;
+        wait_for(STEP, "the gateway to connect", || {
+            self.status
+                .get("default")
+                .is_some_and(|s| s.state == AccountState::Connected)
+        })
+        .await?;
+        let fingerprint = self
+            .status
+            .get("default")
+            .and_then(|s| s.host_key)
+            .unwrap_or_default();
+        t.say(&format!(
+            "imsg-bridge connected over native SSH (host key {fingerprint})"
+        ));
+        let stranger_chat = self.pairing().await?;
+        let mut delivered = vec![self.reply(&mut envelopes, stranger_chat).await?];
+        delivered.push(self.group(&mut envelopes).await?);
+        let (photo, matches) = self.photo(&mut envelopes).await?;
+        delivered.push(photo);
+        println!();
+        println!("envelopes handed to the agent:");
+        for envelope in &delivered {
+            println!("{}", serde_json::to_string(envelope)?);
+        }
+        if !matches {
+            bail!("the staged photo's sha256 differs from the source");
+        }
+        if keep_running {
+            println!();
+            println!("still running. Inject with:");
+            println!(
+                "  imsg-sim inject --db {} --from {OWNER} --text \"hi\"",
+                self.db.display()
+            );
+            println!("Ctrl-C stops.");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        Ok(())
+    }
+
+    /// 1. A stranger writes: a pairing code, no envelope; the owner approves it. Returns the
+    ///    stranger's chat.
+    async fn pairing(&self) -> anyhow::Result<i64> {
+        let t = self.t;
+        let stranger_chat = dm(self.db, STRANGER, "hi, who is this?", None)?;
+        t.say(&format!("{STRANGER} → bot: hi, who is this?"));
+        let reply = wait_sent(self.db, stranger_chat, 1).await?;
+        let code = reply
+            .lines()
+            .skip_while(|l| *l != "Pairing code:")
+            .nth(2)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        t.say(&format!(
+            "bot → {STRANGER}: pairing code {code} (the stranger is not let in)"
+        ));
+        let store = crate::pairing::PairingStore::new(self.state_dir);
+        let approved = store.approve(&code, None, chrono::Utc::now())?;
+        t.say(&format!(
+            "owner runs `imsg-bridge pairing approve {code}`: Approved imessage sender {}.",
+            approved.id
+        ));
+        Ok(stranger_chat)
+    }
+
+    /// 2. Now the stranger is let in; the echo agent answers.
+    async fn reply(
+        &self,
+        envelopes: &mut mpsc::Receiver<Envelope>,
+        stranger_chat: i64,
+    ) -> anyhow::Result<Envelope> {
+        let t = self.t;
+        dm(self.db, STRANGER, "hello again", None)?;
+        t.say(&format!("{STRANGER} → bot: hello again"));
+        let envelope = next_envelope(envelopes).await?;
+        t.say(&format!("envelope → agent: {}", envelope.body));
+        echo(&self.outboxes, &envelope);
+        let reply = wait_sent(self.db, stranger_chat, 2).await?;
+        t.say(&format!("bot → {STRANGER}: {reply}"));
+        Ok(envelope)
+    }
+
+    /// 3. A group: an unmentioned message is held, the mention carries it as history.
+    async fn group(&self, envelopes: &mut mpsc::Receiver<Envelope>) -> anyhow::Result<Envelope> {
+        let t = self.t;
+        group(self.db, FRIEND, "dinner at 7?")?;
+        t.say(&format!("{FRIEND} → Crew: dinner at 7?   (no mention: held)"));
+        group(self.db, OWNER, "@bot are you in?")?;
+        t.say(&format!("{OWNER} → Crew: @bot are you in?"));
+        let envelope = next_envelope(envelopes).await?;
+        let held: Vec<String> = envelope
+            .history
+            .iter()
+            .map(|h| format!("{}: {}", h.sender, h.body))
+            .collect();
+        t.say(&format!(
+            "envelope → agent (group, held history: {})",
+            held.join(" | ")
+        ));
+        echo(&self.outboxes, &envelope);
+        Ok(envelope)
+    }
+
+    /// 4. A photo, pulled over SFTP before the envelope leaves. Also returns whether the staged
+    ///    copy's sha256 matches the source's.
+    async fn photo(&self, envelopes: &mut mpsc::Receiver<Envelope>) -> anyhow::Result<(Envelope, bool)> {
+        let photo = self.dir.join("sunset.jpg");
+        std::fs::write(&photo, demo_photo())?;
+        let source_sha = hex(&Sha256::digest(std::fs::read(&photo)?));
+        dm(self.db, OWNER, "look at this", Some(&photo))?;
+        self.t.say(&format!(
+            "{OWNER} → bot: look at this [sunset.jpg, sha256 {source_sha}]"
+        ));
+        let envelope = next_envelope(envelopes).await?;
+        let media = envelope
+            .media
+            .first()
+            .context("the photo envelope has no media")?;
+        let matches = media.sha256.as_deref() == Some(source_sha.as_str());
+        self.t.say(&format!(
+            "envelope → agent with media: {} {} bytes, staged at {}, sha256 {} ({})",
+            media.status.as_str(),
+            media.size.unwrap_or(0),
+            media.path.as_deref().unwrap_or("-"),
+            media.sha256.as_deref().unwrap_or("-"),
+            if matches {
+                "matches the source"
+            } else {
+                "DOES NOT MATCH"
+            }
+        ));
+        echo(&self.outboxes, &envelope);
+        Ok((envelope, matches))
+    }
 }
 
 fn demo_config(dir: &Path, server: &DemoServer, known_hosts: &Path, db: &Path) -> String {

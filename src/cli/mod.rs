@@ -13,17 +13,14 @@ mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Account, Config, ConfigError};
-use crate::envelope::EnvelopeContext;
-use crate::gateway::channel::ChannelRuntime;
-use crate::gateway::{AccountRuntime, MediaRuntime};
-use crate::policy::Settings;
-use crate::transport::resolve::{self, ResolveError};
+use crate::gateway::AccountRuntime;
+use crate::gateway::fleet::FleetError;
+use crate::transport::resolve::ResolveError;
 use crate::util::escape::EscapingFields;
 
 /// Connect an agent gateway to iMessage on a Mac running imsg.
@@ -151,6 +148,7 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ConfigError>().is_some()
         || err.downcast_ref::<CliError>().is_some()
         || err.downcast_ref::<ResolveError>().is_some()
+        || err.downcast_ref::<FleetError>().is_some_and(FleetError::is_usage)
     {
         2
     } else {
@@ -172,65 +170,7 @@ fn select_account<'a>(config: &'a Config, wanted: Option<&str>) -> Result<&'a Ac
 
 /// Resolve what `run` and the one-shot commands need from an account (decides its transport).
 fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, ResolveError> {
-    Ok(AccountRuntime {
-        id: account.id.clone(),
-        plan: resolve::plan(account)?,
-        include_attachments: account.include_attachments,
-        probe_timeout: Duration::from_millis(account.probe_timeout_ms),
-        envelope: EnvelopeContext {
-            account: account.id.clone(),
-            agent_id: config.default_agent_id().to_string(),
-            dm_scope: config.session.dm_scope,
-            main_key: config.session.main_key.clone(),
-        },
-        replay: config.bridge.replay,
-        debounce: Duration::from_millis(
-            config
-                .messages
-                .imessage_debounce_ms
-                .or(config.messages.inbound_debounce_ms)
-                .unwrap_or(0),
-        ),
-        channel: ChannelRuntime {
-            settings: Settings::of(account, crate::policy::mention::for_config(config)),
-            dm_history_limit: account.dm_history_limit,
-            dms: account.dms.clone(),
-            state_dir: config.bridge.state_dir.clone(),
-            service: account.service,
-            region: account.region.clone(),
-            config_path: config.path.clone(),
-            commands_config: config.commands_config,
-            config_writes: account.config_writes,
-            flat: config.accounts.len() == 1 && account.id == crate::config::DEFAULT_ACCOUNT_ID,
-            shaping: crate::outbound::Shaping {
-                service: account.service,
-                region: account.region.clone(),
-                chunk_limit: account.text_chunk_limit,
-                chunk_mode: account.chunk_mode,
-            },
-            response_prefix: crate::outbound::prefix::resolve_prefix(
-                account.response_prefix.as_deref(),
-                &crate::outbound::prefix::PrefixContext {
-                    identity_name: config.default_agent().and_then(|a| a.identity_name.clone()),
-                    ..Default::default()
-                },
-            ),
-            outbound_grace: Duration::from_millis(config.bridge.media.outbound_grace_ms),
-            media_max_bytes: account.media_max_mb.saturating_mul(1024 * 1024),
-        },
-        media: MediaRuntime {
-            inbound: config.bridge.state_dir.join("media").join("inbound"),
-            local_roots: account.attachment_roots.clone(),
-            remote_roots: account.remote_attachment_roots.clone(),
-            max_bytes: account.media_max_mb.saturating_mul(1024 * 1024),
-            retries: config.bridge.media.pull_retries,
-            sftp_timeout: Duration::from_millis(
-                account.ssh.as_ref().map_or(60_000, |s| s.sftp_request_timeout_ms),
-            ),
-            cache_max_bytes: config.bridge.media.cache_max_mb.saturating_mul(1024 * 1024),
-            cache_max_age: Duration::from_secs(config.bridge.media.cache_max_age_hours.saturating_mul(3600)),
-        },
-    })
+    crate::gateway::fleet::account_runtime(config, account)
 }
 
 fn init_logging(cli: &Cli) {

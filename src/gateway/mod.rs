@@ -9,6 +9,7 @@ pub mod control;
 mod debounce;
 mod dedupe;
 mod feed;
+pub mod fleet;
 mod replay;
 mod session;
 pub mod status;

@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::SinkError;
@@ -41,14 +42,19 @@ impl std::fmt::Debug for ExecSink {
 }
 
 impl ExecSink {
-    /// Start the agent (and keep restarting it) until `cancel`.
-    pub fn start(command: Vec<String>, outboxes: Arc<Outboxes>, cancel: CancellationToken) -> Arc<Self> {
+    /// Start the agent (and keep restarting it) until `cancel`; the supervisor runs on `tasks`.
+    pub fn start(
+        command: Vec<String>,
+        outboxes: Arc<Outboxes>,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Arc<Self> {
         let sink = Arc::new(Self {
             stdin: Mutex::new(None),
             outboxes,
             cancel,
         });
-        tokio::spawn(supervise(sink.clone(), command));
+        tasks.spawn(supervise(sink.clone(), command));
         sink
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -54,16 +55,18 @@ impl Sink {
         Sink::Stdout(LineSink::new(Box::new(tokio::io::stdout())))
     }
 
-    /// The sink `bridge.agent` names. Exec replies are routed through `outboxes`.
+    /// The sink `bridge.agent` names. Exec replies are routed through `outboxes`; the exec agent's
+    /// supervisor runs on `tasks` until `cancel`.
     pub fn from_config(
         agent: &crate::config::AgentSink,
         outboxes: Arc<reply::Outboxes>,
         cancel: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Self {
         match agent {
             crate::config::AgentSink::Stdout => Self::stdout(),
             crate::config::AgentSink::Exec { command } => {
-                Sink::Exec(exec::ExecSink::start(command.clone(), outboxes, cancel))
+                Sink::Exec(exec::ExecSink::start(command.clone(), outboxes, cancel, tasks))
             }
             crate::config::AgentSink::Webhook {
                 url,

@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod demo;
 mod doctor;
+mod fleet;
 mod guide;
 mod media;
 mod native;

@@ -1,0 +1,79 @@
+//! `gateway::fleet::run` driven as a library: imsg-sim as imsg over the process transport, an exec
+//! agent and the control API, then a cancel. Every task the fleet started must have ended when it
+//! returns: its tracker is closed and empty, and the control API's port is free again.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use imsg_bridge::gateway::fleet::{self, FleetEnd, FleetOptions};
+use imsg_bridge::gateway::status::AccountState;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{TOKEN, http};
+use crate::sshd::free_port;
+use crate::support::{OPEN_ACCESS, PATIENCE, SimMac, imsg_sim_bin};
+
+/// A cancelled fleet waits at most for the control API's grace (5 s) and the exec agent's (2 s).
+const STOP_BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_fleet_returns_within_its_bound_with_every_task_it_started_ended() {
+    let mac = SimMac::new();
+    let port = free_port();
+    let config_path = mac.dir.path().join("fleet.json5");
+    let text = format!(
+        "{{ channels: {{ imessage: {{ cliPath: {cli:?}, dbPath: {db:?}, {OPEN_ACCESS} }} }},
+           bridge: {{ stateDir: {state:?},
+                      agent: {{ kind: \"exec\", command: [\"sh\", \"-c\", \"cat >/dev/null\"] }},
+                      http: {{ listen: \"127.0.0.1:{port}\", tokenEnv: \"IMSG_FLEET_TEST_TOKEN_UNUSED\" }} }} }}",
+        cli = imsg_sim_bin().display().to_string(),
+        db = mac.db.display().to_string(),
+        state = mac.state_dir().display().to_string(),
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let config = imsg_bridge::config::load(Some(&config_path)).unwrap();
+    let tasks = TaskTracker::new();
+    let options = FleetOptions {
+        http_token: Some(TOKEN.to_string()),
+        tasks: tasks.clone(),
+        ..FleetOptions::default()
+    };
+    let status = options.status.clone();
+    let cancel = CancellationToken::new();
+    let fleet = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { fleet::run(&config, options, cancel).await }
+    });
+
+    let deadline = Instant::now() + PATIENCE;
+    while status.get("default").map(|s| s.state) != Some(AccountState::Connected) {
+        assert!(Instant::now() < deadline, "the account did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = tokio::task::spawn_blocking(move || http(port, "GET", "/v1/status", Some(TOKEN), None))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "the control API serves");
+    assert_eq!(
+        tasks.len(),
+        3,
+        "the account, the exec agent's supervisor and the control API"
+    );
+
+    cancel.cancel();
+    let end = tokio::time::timeout(STOP_BOUND, fleet)
+        .await
+        .expect("the fleet returns within its bound")
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, FleetEnd::default(), "no account failed");
+    assert!(
+        tasks.is_closed() && tasks.is_empty(),
+        "every task ended: {tasks:?}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the control API no longer listens"
+    );
+}
