@@ -1,5 +1,6 @@
 //! Reconnect schedule: 1 s doubling to 5 min with ±20 % jitter, back to 1 s after 5 min of health,
-//! never giving up (DESIGN §7 fix 10: upstream gave up after ten restarts over the process lifetime).
+//! never giving up (docs/differences.md, C10: OpenClaw gave up after ten restarts over the process
+//! lifetime).
 
 use std::time::Duration;
 
