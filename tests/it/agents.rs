@@ -82,14 +82,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn an_exec_agent_replies_into_the_right_chats() {
     let mac = SimMac::new();
-    let agent = mac.dir.path().join("echo-agent.sh");
-    std::fs::write(
-        &agent,
-        "#!/bin/sh\nwhile IFS= read -r line; do\n  id=$(printf '%s' \"$line\" | sed -n 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/p')\n  text=$(printf '%s' \"$line\" | sed -n 's/.*,\"text\":\"\\([^\"]*\\)\".*/\\1/p')\n  printf '{\"envelope_id\":\"%s\",\"text\":\"echo: %s\"}\\n' \"$id\" \"$text\"\ndone\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = mac.write_echo_agent();
     let config = config_with_agent(
         &mac,
         &format!(
@@ -269,17 +262,7 @@ fn a_webhook_that_fails_for_a_while_loses_nothing_and_keeps_the_order() {
 
 /// Inject a direct message with a chosen guid through `imsg-sim inject --guid`, as a hostile row would be.
 fn inject_with_guid(mac: &SimMac, from: &str, text: &str, guid: &str) {
-    let out = Command::new(imsg_sim_bin())
-        .args(["inject", "--db"])
-        .arg(&mac.db)
-        .args(["--from", from, "--text", text, "--guid", guid])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "imsg-sim inject failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mac.inject_with(&["--from", from, "--text", text, "--guid", guid]);
 }
 
 fn delivered_texts(seen: &Mutex<Vec<Seen>>) -> Vec<String> {
@@ -513,7 +496,9 @@ fn a_catch_up_cut_short_by_a_reconnect_keeps_its_bound_while_new_rows_arrive() {
     assert!(killed.success(), "the remote imsg was running");
     backlog("new", 800);
     bridge.wait_for_log("going on with the catch-up a reconnect interrupted");
-    wait_until("the backlog and the new rows", || delivered_texts(&seen).len() >= 1800);
+    wait_until("the backlog and the new rows", || {
+        delivered_texts(&seen).len() >= 1800
+    });
     let log = bridge.stderr().join("\n");
     bridge.stop(SIGTERM);
     let expected: Vec<String> = (1001..=2000)
@@ -521,6 +506,14 @@ fn a_catch_up_cut_short_by_a_reconnect_keeps_its_bound_while_new_rows_arrive() {
         .chain((1..=800).map(|i| format!("new {i}")))
         .collect();
     let got = delivered_texts(&seen);
-    assert!(got == expected, "the newest 1000 of the backlog, then the new rows, once each, in order (got {} texts)\n{log}", got.len());
-    assert_eq!(log.matches("skipped 1000 rows beyond bridge.replay").count(), 1, "{log}");
+    assert!(
+        got == expected,
+        "the newest 1000 of the backlog, then the new rows, once each, in order (got {} texts)\n{log}",
+        got.len()
+    );
+    assert_eq!(
+        log.matches("skipped 1000 rows beyond bridge.replay").count(),
+        1,
+        "{log}"
+    );
 }

@@ -2,31 +2,26 @@
 //! buffer, written in one transaction while the bridge was stopped, restarted again and again; and a
 //! watch whose buffer overflows while the bridge is live.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::api::{TOKEN, http};
 use crate::sshd::free_port;
-use crate::support::{Bridge, SimMac, imsg_sim_bin};
+use crate::support::{Bridge, SimMac};
 
 const SIGTERM: i32 = 15;
 const FROM: &str = "+14155551212";
 
 /// `imsg-sim inject --count n`: n messages `text 1` … `text n` in one transaction.
 fn inject_backlog(mac: &SimMac, text: &str, n: usize) {
-    let out = Command::new(imsg_sim_bin())
-        .args(["inject", "--db"])
-        .arg(&mac.db)
-        .args(["--from", FROM, "--text", text, "--count", &n.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    mac.inject_with(&["--from", FROM, "--text", text, "--count", &n.to_string()]);
 }
 
 fn texts_and_rowids(lines: &[String]) -> (Vec<String>, Vec<i64>) {
     let envelopes: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let texts = envelopes.iter().map(|e| e["text"].as_str().unwrap().to_string()).collect();
+    let texts = envelopes
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
     let rowids = envelopes.iter().map(|e| e["rowid"].as_i64().unwrap()).collect();
     (texts, rowids)
 }
@@ -55,8 +50,14 @@ fn five_restarts_after_a_thousand_message_backlog_each_deliver_exactly_the_newes
         assert_eq!(code, Some(0));
         let (texts, rowids) = texts_and_rowids(&lines);
         let expected: Vec<String> = (501..=1000).map(|i| format!("{text} {i}")).collect();
-        assert_eq!(texts, expected, "round {round}: the newest 500, once, in order\n{log}");
-        assert!(rowids.windows(2).all(|w| w[0] < w[1]), "ROWIDs ascend: {rowids:?}");
+        assert_eq!(
+            texts, expected,
+            "round {round}: the newest 500, once, in order\n{log}"
+        );
+        assert!(
+            rowids.windows(2).all(|w| w[0] < w[1]),
+            "ROWIDs ascend: {rowids:?}"
+        );
         assert!(
             log.contains("skipped 500 rows beyond bridge.replay (rowid"),
             "one summary line for the skipped rows:\n{log}"
@@ -80,7 +81,10 @@ fn imsg_watch_overflows_resubscribe_on_the_same_connection_and_lose_nothing() {
     );
     std::fs::write(&config, text).unwrap();
     // A server whose watch buffer holds one notification: any burst overflows it.
-    let env = [("IMSG_SIM_FAULT_MAX_BUFFER_LIMIT", "1"), ("IMSG_TEST_TOKEN", TOKEN)];
+    let env = [
+        ("IMSG_SIM_FAULT_MAX_BUFFER_LIMIT", "1"),
+        ("IMSG_TEST_TOKEN", TOKEN),
+    ];
     let bridge = Bridge::start_with_env(&config, &["run"], &env);
     bridge.wait_for_log("watching for messages");
     inject_backlog(&mac, "live", 600);
@@ -88,7 +92,10 @@ fn imsg_watch_overflows_resubscribe_on_the_same_connection_and_lose_nothing() {
     let (_, status) = http(api, "GET", "/v1/status", Some(TOKEN), None);
     let status: Value = serde_json::from_str(&status).unwrap();
     let overflows = &status["accounts"]["default"]["counters"]["watch_overflows_total"];
-    assert!(overflows.as_i64().is_some_and(|n| n >= 1), "counted in /v1/status: {status}");
+    assert!(
+        overflows.as_i64().is_some_and(|n| n >= 1),
+        "counted in /v1/status: {status}"
+    );
     let log = bridge.stderr().join("\n");
     let (code, lines) = bridge.stop(SIGTERM);
     assert_eq!(code, Some(0));
@@ -99,7 +106,11 @@ fn imsg_watch_overflows_resubscribe_on_the_same_connection_and_lose_nothing() {
         log.contains("the watch overflowed (imsg's buffer): resubscribing from the cursor"),
         "the fault made imsg's buffer overflow:\n{log}"
     );
-    assert_eq!(log.matches("starting imsg rpc").count(), 1, "no new imsg process:\n{log}");
+    assert_eq!(
+        log.matches("starting imsg rpc").count(),
+        1,
+        "no new imsg process:\n{log}"
+    );
     assert!(
         !log.contains("connection lost") && !log.contains("backing off") && !log.contains("reconnecting"),
         "overflow is backpressure, not a failure:\n{log}"

@@ -277,14 +277,7 @@ fn joins_quick_successive_texts_when_debounce_is_on() {
 
 /// An exec agent answering every envelope with `echo: <text>` (the one of `agents.rs`).
 fn echo_agent_config(mac: &SimMac) -> std::path::PathBuf {
-    let agent = mac.dir.path().join("echo-agent.sh");
-    std::fs::write(
-        &agent,
-        "#!/bin/sh\nwhile IFS= read -r line; do\n  id=$(printf '%s' \"$line\" | sed -n 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/p')\n  text=$(printf '%s' \"$line\" | sed -n 's/.*,\"text\":\"\\([^\"]*\\)\".*/\\1/p')\n  printf '{\"envelope_id\":\"%s\",\"text\":\"echo: %s\"}\\n' \"$id\" \"$text\"\ndone\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = mac.write_echo_agent();
     let config = channel_config(mac);
     let text = std::fs::read_to_string(&config).unwrap();
     let agent = format!(
@@ -297,17 +290,8 @@ fn echo_agent_config(mac: &SimMac) -> std::path::PathBuf {
 
 /// `imsg-sim inject`, as Messages.app receiving a direct message; returns the chat id.
 fn inject_with_imsg_sim(mac: &SimMac, from: &str, text: &str) -> i64 {
-    let out = Command::new(imsg_sim_bin())
-        .args(["inject", "--json", "--db", mac.db.to_str().unwrap()])
-        .args(["--from", from, "--text", text])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "imsg-sim inject failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let row: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = mac.inject_with(&["--json", "--from", from, "--text", text]);
+    let row: Value = serde_json::from_slice(&out).unwrap();
     row["chat_id"].as_i64().unwrap()
 }
 

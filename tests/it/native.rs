@@ -230,19 +230,28 @@ fn sigkill_mid_burst_and_a_restart_lose_nothing() {
     // The cursor is committed once per batch the sink accepted (docs/reliability.md): only the
     // batch in hand when the bridge was killed may repeat, i.e. the repeats are exactly the tail of
     // what the killed bridge wrote, and they come first after the restart.
-    let repeated: Vec<usize> = second_nums.iter().copied().filter(|n| first_nums.contains(n)).collect();
+    let repeated: Vec<usize> = second_nums
+        .iter()
+        .copied()
+        .filter(|n| first_nums.contains(n))
+        .collect();
     assert!(
         first_nums.ends_with(&repeated) && second_nums.starts_with(&repeated),
         "only the uncommitted tail repeats: {repeated:?}\nfirst: {first_nums:?}\nsecond: {second_nums:?}"
     );
-    assert!(repeated.len() <= 512, "at most one batch repeats: {}", repeated.len());
+    assert!(
+        repeated.len() <= 512,
+        "at most one batch repeats: {}",
+        repeated.len()
+    );
 }
 
 #[test]
 fn a_ten_thousand_message_backlog_over_ssh_arrives_whole_without_an_overflow() {
     let sshd = Sshd::start();
     let mac = SimMac::new();
-    let mut config_text = std::fs::read_to_string(write_config(&mac, &ssh_block(&sshd, sshd.port, ""))).unwrap();
+    let mut config_text =
+        std::fs::read_to_string(write_config(&mac, &ssh_block(&sshd, sshd.port, ""))).unwrap();
     config_text = config_text.replace(
         "bridge: {",
         "bridge: { replay: { maxRows: 20000, maxAgeMinutes: 10000 },",
@@ -270,7 +279,11 @@ fn a_ten_thousand_message_backlog_over_ssh_arrives_whole_without_an_overflow() {
         .map(|e| e["text"].as_str().unwrap().to_string())
         .collect();
     let expected: Vec<String> = (1..=10_000).map(|i| format!("backlog {i}")).collect();
-    assert!(texts == expected, "all 10,000 once, in order (got {})", texts.len());
+    assert!(
+        texts == expected,
+        "all 10,000 once, in order (got {})",
+        texts.len()
+    );
     assert!(!log.contains("overflow"), "no watch overflowed:\n{log}");
     assert!(
         !log.contains("connection lost") && !log.contains("reconnecting"),

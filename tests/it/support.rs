@@ -49,10 +49,15 @@ impl SimMac {
 
     /// Inject an inbound direct message from another process, as Messages would write it.
     pub fn inject(&self, from: &str, text: &str) {
+        self.inject_with(&["--from", from, "--text", text]);
+    }
+
+    /// `imsg-sim inject --db <db> ARGS…` from another process; returns its stdout.
+    pub fn inject_with(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new(imsg_sim_bin())
             .args(["inject", "--db"])
             .arg(&self.db)
-            .args(["--from", from, "--text", text])
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -60,6 +65,20 @@ impl SimMac {
             "imsg-sim inject failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
+    }
+
+    /// An exec agent beside the database that answers every envelope with `echo: <text>`.
+    pub fn write_echo_agent(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let agent = self.dir.path().join("echo-agent.sh");
+        std::fs::write(
+            &agent,
+            "#!/bin/sh\nwhile IFS= read -r line; do\n  id=$(printf '%s' \"$line\" | sed -n 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/p')\n  text=$(printf '%s' \"$line\" | sed -n 's/.*,\"text\":\"\\([^\"]*\\)\".*/\\1/p')\n  printf '{\"envelope_id\":\"%s\",\"text\":\"echo: %s\"}\\n' \"$id\" \"$text\"\ndone\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        agent
     }
 
     /// A config whose only account runs `imsg-sim` as its imsg, with state under this temp dir. Access
