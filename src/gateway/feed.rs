@@ -28,7 +28,9 @@ const WATCH_BUFFER: u32 = 4096;
 enum WatchEnd {
     Cancelled,
     /// A buffer overflowed; `by` names whose.
-    Overflow { by: &'static str },
+    Overflow {
+        by: &'static str,
+    },
 }
 
 /// The delivery state of one session.
@@ -222,7 +224,15 @@ impl<'a> Feed<'a> {
             };
             let Some(first) = event else {
                 for message in self.debouncer.due(Instant::now()) {
-                    deliver(self.account, self.carry, &mut self.bound, &message, self.imsg, self.io).await?;
+                    deliver(
+                        self.account,
+                        self.carry,
+                        &mut self.bound,
+                        &message,
+                        self.imsg,
+                        self.io,
+                    )
+                    .await?;
                 }
                 self.serve_outbox().await;
                 self.commit()?;
@@ -249,14 +259,20 @@ impl<'a> Feed<'a> {
     async fn take(&mut self, event: SubscriptionEvent) -> Result<Option<WatchEnd>, GatewayError> {
         let notification = match event {
             SubscriptionEvent::Notification(notification) => notification,
-            SubscriptionEvent::Overflow => return Ok(Some(WatchEnd::Overflow { by: "the bridge's queue" })),
+            SubscriptionEvent::Overflow => {
+                return Ok(Some(WatchEnd::Overflow {
+                    by: "the bridge's queue",
+                }));
+            }
             SubscriptionEvent::Closed(err) => return Err(err.into()),
         };
         match WatchEvent::decode(&notification) {
             WatchEvent::Message(message) => self.accept(*message).await?,
             WatchEvent::Overflow { .. } => return Ok(Some(WatchEnd::Overflow { by: "imsg's buffer" })),
             WatchEvent::Failed(reason) => {
-                return Err(GatewayError::WatchEnded(format!("imsg reported a watch error: {reason}")));
+                return Err(GatewayError::WatchEnded(format!(
+                    "imsg reported a watch error: {reason}"
+                )));
             }
             WatchEvent::Malformed(reason) => warn!(account = %self.account.id, "dropping {reason}"),
             WatchEvent::Other(method) => debug!(account = %self.account.id, method, "ignoring notification"),
@@ -273,7 +289,15 @@ impl<'a> Feed<'a> {
         }
         self.seen = message.id;
         for ready in self.debouncer.push(message, Instant::now()) {
-            deliver(self.account, self.carry, &mut self.bound, &ready, self.imsg, self.io).await?;
+            deliver(
+                self.account,
+                self.carry,
+                &mut self.bound,
+                &ready,
+                self.imsg,
+                self.io,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -288,7 +312,9 @@ impl<'a> Feed<'a> {
         if handled > self.cursor {
             self.io.cursors.save(&self.account.id, handled)?;
             self.cursor = handled;
-            self.carry.status.update(&self.account.id, |s| s.cursor = Some(handled));
+            self.carry
+                .status
+                .update(&self.account.id, |s| s.cursor = Some(handled));
             self.carry.status.metrics.set_cursor(&self.account.id, handled);
         }
         if !self.summarized && self.cursor >= self.bound.backlog_end() {
@@ -302,7 +328,10 @@ impl<'a> Feed<'a> {
     fn summarize(&self) {
         let skipped = self.bound.skipped();
         if let Some((from, to)) = self.bound.skipped_range() {
-            self.carry.status.metrics.add_replay_skipped(&self.account.id, skipped);
+            self.carry
+                .status
+                .metrics
+                .add_replay_skipped(&self.account.id, skipped);
             info!(
                 account = %self.account.id,
                 beyond_max_rows = self.bound.too_many,

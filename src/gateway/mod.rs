@@ -155,7 +155,9 @@ pub async fn run_account(
         let result = session::run(account, &mut carry, cursors, sink, cancel).await;
         let err = match result {
             Ok(()) => {
-                carry.status.update(&account.id, |s| s.state = AccountState::Stopped);
+                carry
+                    .status
+                    .update(&account.id, |s| s.state = AccountState::Stopped);
                 return Ok(());
             }
             Err(GatewayError::Sink(err)) => return Err(GatewayError::Sink(err)),

@@ -206,10 +206,11 @@ fn dead_letter(
     reason: &str,
 ) -> Result<(), GatewayError> {
     let state_dir = &account.channel.state_dir;
-    let path = crate::sink::dead_letter::write(state_dir, &account.id, envelope, reason).map_err(|source| {
-        let dir = crate::sink::dead_letter::dir(state_dir, &account.id);
-        GatewayError::State(crate::state::FileError::writing(&dir)(source).into())
-    })?;
+    let path =
+        crate::sink::dead_letter::write(state_dir, &account.id, envelope, reason).map_err(|source| {
+            let dir = crate::sink::dead_letter::dir(state_dir, &account.id);
+            GatewayError::State(crate::state::FileError::writing(&dir)(source).into())
+        })?;
     carry.status.metrics.inc_dead_letters(&account.id);
     warn!(
         account = %account.id, rowid = envelope.rowid, id = %envelope.id,

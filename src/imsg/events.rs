@@ -12,7 +12,9 @@ pub enum WatchEvent {
     Message(Box<Message>),
     /// imsg's buffer for us was full: the stream is over and must be resumed from our cursor
     /// (nothing after `resume_after_rowid` was sent).
-    Overflow { resume_after_rowid: Option<i64> },
+    Overflow {
+        resume_after_rowid: Option<i64>,
+    },
     /// The stream died on the Mac (e.g. a database error); the text is imsg's, shortened.
     Failed(String),
     /// A `message` notification we cannot read; the reason, for the log.
@@ -62,7 +64,10 @@ mod tests {
 
     #[test]
     fn decodes_each_notification_of_a_watch() {
-        let message = decode("message", json!({"subscription": 1, "message": {"id": 7, "text": "hi"}}));
+        let message = decode(
+            "message",
+            json!({"subscription": 1, "message": {"id": 7, "text": "hi"}}),
+        );
         assert!(matches!(message, WatchEvent::Message(m) if m.id == 7 && m.text == "hi"));
         assert_eq!(
             decode(
@@ -74,7 +79,10 @@ mod tests {
             }
         );
         assert_eq!(
-            decode("error", json!({"subscription": 1, "error": {"message": "disk I/O error"}})),
+            decode(
+                "error",
+                json!({"subscription": 1, "error": {"message": "disk I/O error"}})
+            ),
             WatchEvent::Failed("disk I/O error".to_string())
         );
         assert_eq!(

@@ -581,7 +581,10 @@ mod tests {
         s.count = 250;
         let rows = inject_many(&path, &s).unwrap();
         assert_eq!(rows.len(), 250);
-        assert!(rows.windows(2).all(|w| w[1].id == w[0].id + 1 && w[0].guid != w[1].guid));
+        assert!(
+            rows.windows(2)
+                .all(|w| w[1].id == w[0].id + 1 && w[0].guid != w[1].guid)
+        );
         let conn = open(&path).unwrap();
         let texts: Vec<String> = conn
             .prepare("SELECT text FROM message ORDER BY ROWID")

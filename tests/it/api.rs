@@ -14,7 +14,13 @@ use crate::support::{Bridge, OPEN_ACCESS, PATIENCE, SimMac, imsg_sim_bin};
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// One HTTP/1.1 request; returns (status, body).
-pub(crate) fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
