@@ -140,35 +140,67 @@ impl<'a> Feed<'a> {
     /// Page the gap after `seen` with `messages.after` until the server has no more. Pull-based,
     /// so no buffer can overflow however large the backlog is; the cursor is committed per page.
     async fn catch_up(&mut self, cancel: &CancellationToken) -> Result<(), GatewayError> {
+        let imsg = self.imsg;
         let mut since = self.seen;
+        let Some(mut page) = imsg
+            .messages_after(since, PAGE_ROWS, self.page_attachments(since))
+            .await?
+        else {
+            debug!(account = %self.account.id, "imsg has no messages.after: the watch replays the gap");
+            self.paging = false;
+            return Ok(());
+        };
         while !cancel.is_cancelled() {
-            // Rows at or below the replay floor are skipped whatever they hold: page them without
-            // attachments, and fetch a row above the floor again with its attachments.
-            let skipping = self.account.include_attachments && since < self.bound.floor();
-            let attachments = self.account.include_attachments && !skipping;
-            let Some(page) = self.imsg.messages_after(since, PAGE_ROWS, attachments).await? else {
-                debug!(account = %self.account.id, "imsg has no messages.after: the watch replays the gap");
-                self.paging = false;
-                return Ok(());
-            };
-            let (mut next, mut more) = (page.next_rowid, page.has_more);
-            for message in page.messages {
-                if skipping && message.id > self.bound.floor() {
-                    (next, more) = (self.bound.floor(), true);
-                    break;
-                }
-                self.accept(message).await?;
-            }
-            self.serve_outbox().await;
-            self.commit()?;
-            if !more {
-                return Ok(());
-            }
-            if next <= since {
+            let (take, next, more) = self.plan_page(&page);
+            if more && next <= since {
                 warn!(account = %self.account.id, since, "messages.after did not move forward; the watch takes over");
                 return Ok(());
             }
-            since = next;
+            let rows: Vec<Message> = page.messages.drain(..take).collect();
+            let attachments = self.page_attachments(next);
+            // The next page is asked for while this one is delivered, so imsg's work and ours overlap.
+            let (fetched, delivered) = tokio::join!(
+                async {
+                    match more {
+                        true => imsg.messages_after(next, PAGE_ROWS, attachments).await,
+                        false => Ok(None),
+                    }
+                },
+                self.accept_all(rows),
+            );
+            delivered?;
+            self.serve_outbox().await;
+            self.commit().await?;
+            match fetched? {
+                Some(fetched) if more => (page, since) = (fetched, next),
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a page starting after `since` is asked for with attachments: rows at or below the
+    /// replay floor are skipped whatever they hold, so they are paged without.
+    fn page_attachments(&self, since: i64) -> bool {
+        self.account.include_attachments && since >= self.bound.floor()
+    }
+
+    /// How many rows of `page` to take, where the next page starts, and whether there is one. A
+    /// page fetched without attachments stops at the floor: the rows above it are fetched again
+    /// with their attachments.
+    fn plan_page(&self, page: &crate::imsg::Page) -> (usize, i64, bool) {
+        let floor = self.bound.floor();
+        let first_rowid = page.messages.first().map_or(i64::MAX, |m| m.id);
+        let skipping = self.account.include_attachments && first_rowid <= floor;
+        match page.messages.iter().position(|m| skipping && m.id > floor) {
+            Some(cut) => (cut, floor, true),
+            None => (page.messages.len(), page.next_rowid, page.has_more),
+        }
+    }
+
+    async fn accept_all(&mut self, rows: Vec<Message>) -> Result<(), GatewayError> {
+        for message in rows {
+            self.accept(message).await?;
         }
         Ok(())
     }
@@ -235,7 +267,7 @@ impl<'a> Feed<'a> {
                     .await?;
                 }
                 self.serve_outbox().await;
-                self.commit()?;
+                self.commit().await?;
                 continue;
             };
             let mut end = self.take(first).await?;
@@ -248,7 +280,7 @@ impl<'a> Feed<'a> {
                 taken += 1;
             }
             self.serve_outbox().await;
-            self.commit()?;
+            self.commit().await?;
             if let Some(end) = end {
                 return Ok(end);
             }
@@ -304,7 +336,9 @@ impl<'a> Feed<'a> {
 
     /// Persist the cursor once for everything handled since the last commit (atomic, fsynced): the
     /// highest row taken in, or just below the lowest row the debouncer still holds.
-    fn commit(&mut self) -> Result<(), GatewayError> {
+    async fn commit(&mut self) -> Result<(), GatewayError> {
+        // Whatever the sink buffered reaches the agent before the cursor moves past it.
+        self.io.sink.flush().await?;
         let handled = match self.debouncer.lowest_held() {
             Some(held) => (held - 1).min(self.seen),
             None => self.seen,

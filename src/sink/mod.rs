@@ -52,7 +52,11 @@ pub enum Sink {
 impl Sink {
     /// The process's stdout.
     pub fn stdout() -> Self {
-        Sink::Stdout(LineSink::new(Box::new(tokio::io::stdout())))
+        // Buffered: lines are written in large chunks and flushed at each cursor commit.
+        Sink::Stdout(LineSink::new(Box::new(tokio::io::BufWriter::with_capacity(
+            STDOUT_BUFFER,
+            tokio::io::stdout(),
+        ))))
     }
 
     /// The sink `bridge.agent` names. Exec replies are routed through `outboxes`; the exec agent's
@@ -81,8 +85,18 @@ impl Sink {
         }
     }
 
-    /// Hand one envelope over. Ok(Accepted) means the agent side has it (stdout and exec: written
-    /// and flushed; webhook: 2xx); the exec and webhook sinks wait while the agent is unreachable.
+    /// Make everything delivered so far reach the agent: the stdout sink buffers lines until this.
+    /// Callers flush before they move a cursor past what they delivered.
+    pub async fn flush(&self) -> Result<(), SinkError> {
+        match self {
+            Sink::Stdout(lines) => lines.flush().await,
+            Sink::Exec(_) | Sink::Webhook(_) | Sink::Channel(_) => Ok(()),
+        }
+    }
+
+    /// Hand one envelope over. Ok(Accepted) means the agent side has it (stdout: queued, written
+    /// at the next [`Self::flush`]; exec: written and flushed; webhook: 2xx); the exec and webhook
+    /// sinks wait while the agent is unreachable.
     pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, SinkError> {
         match self {
             Sink::Stdout(lines) => {
@@ -106,6 +120,10 @@ impl Sink {
 
 type BoxedWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// Bytes of envelope lines the stdout sink gathers before it writes them out (it also writes them
+/// at every [`Sink::flush`]).
+const STDOUT_BUFFER: usize = 64 * 1024;
+
 /// Writes JSON lines to a shared writer, one whole line at a time.
 #[derive(Clone)]
 pub struct LineSink {
@@ -125,11 +143,17 @@ impl LineSink {
         }
     }
 
+    /// Queue one line; it reaches the writer's target at the next [`Self::flush`] (or sooner when
+    /// the buffer fills).
     async fn write(&self, envelope: &Envelope) -> Result<(), SinkError> {
         let mut line = serde_json::to_vec(envelope).map_err(SinkError::Serialize)?;
         line.push(b'\n');
         let mut out = self.out.lock().await;
-        out.write_all(&line).await.map_err(SinkError::Stdout)?;
-        out.flush().await.map_err(SinkError::Stdout)
+        out.write_all(&line).await.map_err(SinkError::Stdout)
+    }
+
+    /// Write out and flush every queued line.
+    async fn flush(&self) -> Result<(), SinkError> {
+        self.out.lock().await.flush().await.map_err(SinkError::Stdout)
     }
 }

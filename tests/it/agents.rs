@@ -468,7 +468,7 @@ fn a_catch_up_cut_short_by_a_reconnect_keeps_its_bound_while_new_rows_arrive() {
     let config = config_with(
         &mac,
         &format!("{{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 5000 }}"),
-        "replay: { maxRows: 1000, maxAgeMinutes: 120 },",
+        "replay: { maxRows: 1500, maxAgeMinutes: 120 },",
     );
     let first = Bridge::start(&config, &["run"]);
     first.wait_for_log("watching for messages");
@@ -482,33 +482,34 @@ fn a_catch_up_cut_short_by_a_reconnect_keeps_its_bound_while_new_rows_arrive() {
         };
         imsg_bridge::sim::db::inject_many(&mac.db, &spec).unwrap();
     };
-    // Pages of 500: rows 1..1000 are beyond the bound, 1001..2000 are delivered in two pages.
-    backlog("old", 2000);
+    // Pages of 500: rows 1..1000 are beyond the bound, 1001..2500 are delivered in three pages
+    // (each asked for while the one before is delivered).
+    backlog("old", 2500);
     let bridge = Bridge::start(&config, &["run"]);
     wait_until("a hundred of the backlog", || delivered_texts(&seen).len() >= 100);
-    // imsg dies during the first delivered page while 800 new rows arrive: the next session must
-    // not let them push the replay floor (once 1000) over the second page (1501..2000).
+    // imsg dies during the first delivered page while 1300 new rows arrive: the next session must
+    // not let them push the replay floor (1000) over the last page (2001..2500).
     let db = mac.db.display().to_string();
     let killed = std::process::Command::new("pkill")
         .args(["-KILL", "-f", &format!("imsg-sim rpc --db {db}")])
         .status()
         .unwrap();
     assert!(killed.success(), "the remote imsg was running");
-    backlog("new", 800);
+    backlog("new", 1300);
     bridge.wait_for_log("going on with the catch-up a reconnect interrupted");
     wait_until("the backlog and the new rows", || {
-        delivered_texts(&seen).len() >= 1800
+        delivered_texts(&seen).len() >= 2800
     });
     let log = bridge.stderr().join("\n");
     bridge.stop(SIGTERM);
-    let expected: Vec<String> = (1001..=2000)
+    let expected: Vec<String> = (1001..=2500)
         .map(|i| format!("old {i}"))
-        .chain((1..=800).map(|i| format!("new {i}")))
+        .chain((1..=1300).map(|i| format!("new {i}")))
         .collect();
     let got = delivered_texts(&seen);
     assert!(
         got == expected,
-        "the newest 1000 of the backlog, then the new rows, once each, in order (got {} texts)\n{log}",
+        "the newest 1500 of the backlog, then the new rows, once each, in order (got {} texts)\n{log}",
         got.len()
     );
     assert_eq!(
