@@ -2,7 +2,7 @@
 //! Access banner, sshd's complaints and the like) without letting a chatty peer grow memory.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// How many lines the ring keeps.
 const RING_LINES: usize = 32;
@@ -29,7 +29,7 @@ impl StderrRing {
             return;
         }
         let line = truncate_chars(line, RING_LINE_CHARS);
-        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lines = crate::util::lock(&self.lines);
         if lines.len() == RING_LINES {
             lines.pop_front();
         }
@@ -38,17 +38,12 @@ impl StderrRing {
 
     /// Every kept line, oldest first.
     pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        crate::util::lock(&self.lines).iter().cloned().collect()
     }
 
     /// The newest few lines, oldest first: what an error message quotes.
     pub fn tail(&self) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines = crate::util::lock(&self.lines);
         lines
             .iter()
             .skip(lines.len().saturating_sub(QUOTED_LINES))

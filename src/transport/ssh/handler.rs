@@ -2,7 +2,7 @@
 //! records what it saw (fingerprint, verdict, auth banner) for the connecting task, and refuses every
 //! channel the server tries to open.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use russh::client::{self, Session};
 use russh::keys::{HashAlg, PublicKeyOrCertificate};
@@ -38,10 +38,11 @@ pub enum Refusal {
     CannotRecord { detail: String },
 }
 
-pub type Shared = Arc<Mutex<Observed>>;
+/// What the handler saw during the handshake, shared with the connection that reads it afterwards.
+pub type ObservedHandshake = Arc<Mutex<Observed>>;
 
-pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Observed> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+pub fn lock(observed: &ObservedHandshake) -> std::sync::MutexGuard<'_, Observed> {
+    crate::util::lock(observed)
 }
 
 /// One per connection (and one per jump hop).
@@ -53,11 +54,11 @@ pub struct ClientHandler {
     strict: StrictHostKeyChecking,
     known_hosts: Vec<std::path::PathBuf>,
     keepalive_max: usize,
-    observed: Shared,
+    observed: ObservedHandshake,
 }
 
 impl ClientHandler {
-    pub fn new(target: &SshTarget, observed: Shared) -> Self {
+    pub fn new(target: &SshTarget, observed: ObservedHandshake) -> Self {
         Self {
             host: target.host.clone(),
             port: target.port,
