@@ -64,11 +64,11 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Vec<Comparison> {
         baseline.durations.push(started.elapsed());
         let _ = std::fs::remove_dir_all(&out);
     }
-    rows.push(Comparison {
-        bench: format!("{small_count} × 100 KB attachments"),
+    rows.push(Comparison::new(
+        &format!("{small_count} × 100 KB attachments"),
         ours,
         baseline,
-    });
+    ));
 
     let mut ours = Samples::new("sftp (+sha256, fsync)");
     let mut baseline = Samples::new("scp");
@@ -95,11 +95,11 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Vec<Comparison> {
         mib_s(&ours),
         mib_s(&baseline)
     );
-    rows.push(Comparison {
-        bench: format!("{bulk_mb} MB attachment"),
+    rows.push(Comparison::new(
+        &format!("{bulk_mb} MB attachment"),
         ours,
         baseline,
-    });
+    ));
     rows
 }
 

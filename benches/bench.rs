@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attachments;
+mod catchup;
 mod latency;
 mod pipeline;
+mod remote;
 mod report;
 mod rss;
 #[path = "../tests/it/sshd.rs"]
@@ -59,6 +61,12 @@ fn main() {
     }
     if selected("latency") {
         rows.extend(latency::run(work.path()));
+    }
+    if selected("latency-hog") {
+        rows.push(latency::run_with_hog(work.path()));
+    }
+    if selected("catchup") {
+        rows.push(catchup::run(work.path()));
     }
     if selected("pipeline") {
         rows.push(pipeline::run());

@@ -1,17 +1,19 @@
 //! Inbound latency: from the commit of an injected row to its envelope on stdout, at 1, 50 and 500
 //! messages/s, through the native SSH transport and through an `exec ssh` wrapper run as a process.
-//! Both include imsg's watch debounce (500 ms in imsg-sim), which dominates at low rates.
+//! Both include imsg's watch debounce (500 ms in imsg-sim), which dominates at low rates. The 500/s
+//! row runs once more with one core kept busy by a spinning thread (`latency-hog`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imsg_bridge::sim::db::{InjectSpec, inject};
 
+use crate::remote::{Remote, Transport};
 use crate::report::{Comparison, Samples};
-use crate::sshd::Sshd;
 
 pub fn run(work: &Path) -> Vec<Comparison> {
     let smoke = crate::rounds(2) == 1;
@@ -20,63 +22,74 @@ pub fn run(work: &Path) -> Vec<Comparison> {
     } else {
         &[(1, 8), (50, 150), (500, 1500)]
     };
-    let sshd = Sshd::start();
-    let sim = env!("CARGO_BIN_EXE_imsg-sim");
-    let wrapper = work.join("latency-imsg-ssh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec ssh -T -o BatchMode=yes -p {} -i {} -o UserKnownHostsFile={} {}@127.0.0.1 {sim} \"$@\"\n",
-            sshd.port,
-            sshd.client_key.display(),
-            sshd.known_hosts.display(),
-            sshd.user
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut rows = Vec::new();
-    for &(rate, count) in rates {
-        let mut ours = Samples::new("native ssh (russh)");
-        let mut baseline = Samples::new("exec ssh wrapper process");
-        for (transport, samples) in [("native", &mut ours), ("wrapper", &mut baseline)] {
-            let dir = work.join(format!("latency-{transport}-{rate}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let db = dir.join("chat.db");
-            imsg_bridge::sim::db::init(&db, false).unwrap();
-            let target = if transport == "native" {
-                format!(
-                    "ssh: {{ host: \"127.0.0.1\", port: {}, user: {:?}, identityFile: {:?}, knownHostsFile: {:?}, remoteCliPath: {sim:?}, useAgent: false }}",
-                    sshd.port,
-                    sshd.user,
-                    sshd.client_key.display().to_string(),
-                    sshd.known_hosts.display().to_string()
-                )
-            } else {
-                format!(
-                    "transport: \"process\", cliPath: {:?}",
-                    wrapper.display().to_string()
-                )
-            };
-            let config = dir.join("config.json5");
-            std::fs::write(
-                &config,
-                format!(
-                    "{{ channels: {{ imessage: {{ {target}, dbPath: {:?}, dmPolicy: \"open\", allowFrom: [\"*\"] }} }}, bridge: {{ stateDir: {:?} }} }}",
-                    db.display().to_string(),
-                    dir.join("state").display().to_string()
-                ),
-            )
-            .unwrap();
-            samples.durations.extend(measure(&config, &db, rate, count));
-        }
-        rows.push(Comparison {
-            bench: format!("inbound latency @{rate}/s"),
-            ours,
-            baseline,
-        });
+    let remote = Remote::start(work, "latency");
+    rates
+        .iter()
+        .map(|&(rate, count)| row(&remote, work, rate, count, false))
+        .collect()
+}
+
+/// The 500/s row again while a busy thread keeps one of the cores spinning for the whole row: a
+/// loaded host, where the bridge and its transport must share what is left.
+pub fn run_with_hog(work: &Path) -> Comparison {
+    let count = if crate::rounds(2) == 1 { 50 } else { 1500 };
+    let remote = Remote::start(work, "latency-hog");
+    let hog = Hog::start();
+    let row = row(&remote, work, 500, count, true);
+    drop(hog);
+    row
+}
+
+/// One rate through both transports.
+fn row(remote: &Remote, work: &Path, rate: usize, count: usize, hog: bool) -> Comparison {
+    let mut ours = Samples::new(Transport::Native.label());
+    let mut baseline = Samples::new(Transport::Wrapper.label());
+    let tag = if hog { "-hog" } else { "" };
+    for (transport, samples) in Transport::BOTH.into_iter().zip([&mut ours, &mut baseline]) {
+        let dir = work.join(format!("latency{tag}-{}-{rate}", transport.slug()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("chat.db");
+        imsg_bridge::sim::db::init(&db, false).unwrap();
+        let config = remote.config(transport, &dir, &db, "");
+        samples.durations.extend(measure(&config, &db, rate, count));
     }
-    rows
+    let suffix = if hog { " + hog" } else { "" };
+    Comparison::new(&format!("inbound latency @{rate}/s{suffix}"), ours, baseline)
+}
+
+/// A thread spinning on one core until dropped.
+struct Hog {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hog {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // The work itself does not matter; black_box keeps the compiler from dropping it.
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Inject `count` rows at `rate`/s and return each one's commit → envelope time.

@@ -73,11 +73,7 @@ pub fn run() -> Comparison {
     }
     let per_sec = 1000.0 / (ours.quantile_ms(0.5) / 1000.0);
     println!("pipeline: {per_sec:.0} messages/s on one core (median of rounds)");
-    Comparison {
-        bench: "pipeline, 1000 messages".into(),
-        ours,
-        baseline,
-    }
+    Comparison::new("pipeline, 1000 messages", ours, baseline)
 }
 
 /// The time of 1000 messages, so the table's ms columns stay readable.

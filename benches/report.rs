@@ -34,9 +34,21 @@ pub struct Comparison {
     pub bench: String,
     pub ours: Samples,
     pub baseline: Samples,
+    /// What the table's time columns do not show (a throughput, counted log lines), printed under
+    /// the table and written beside the row in the JSON file.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Comparison {
+    pub fn new(bench: &str, ours: Samples, baseline: Samples) -> Self {
+        Self {
+            bench: bench.to_string(),
+            ours,
+            baseline,
+            extra: serde_json::Map::new(),
+        }
+    }
+
     /// How many times faster ours is at the median (baseline / ours).
     pub fn speedup(&self) -> f64 {
         self.baseline.quantile_ms(0.5) / self.ours.quantile_ms(0.5)
@@ -61,6 +73,10 @@ pub fn print_table(rows: &[Comparison]) {
             row.speedup()
         );
     }
+    for row in rows.iter().filter(|r| !r.extra.is_empty()) {
+        let extra: Vec<String> = row.extra.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  {}: {}", row.bench, extra.join(", "));
+    }
 }
 
 pub fn write_json(rows: &[Comparison], path: &std::path::Path) -> std::io::Result<()> {
@@ -80,6 +96,7 @@ pub fn write_json(rows: &[Comparison], path: &std::path::Path) -> std::io::Resul
                 "ours": side(&r.ours),
                 "baseline": side(&r.baseline),
                 "speedup": r.speedup(),
+                "extra": r.extra,
             })
         })
         .collect();

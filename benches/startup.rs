@@ -66,11 +66,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Comparison {
             baseline.durations.push(b);
         }
     }
-    Comparison {
-        bench: "start → first RPC answer".into(),
-        ours,
-        baseline,
-    }
+    Comparison::new("start → first RPC answer", ours, baseline)
 }
 
 async fn first_answer(config_text: &str) -> Duration {

@@ -1,9 +1,11 @@
 //! Reliability soak: messages (some with attachments) injected steadily while a fault injector cuts
 //! and freezes the SSH link, restarts sshd, kills the remote imsg, SIGKILLs and restarts the bridge,
-//! and the webhook agent fails intermittently. At the end every message was delivered, in order,
-//! duplicates only across bridge crashes with the same id, every attachment with the right sha256,
-//! and memory stayed small. 60 s in the normal suite; `cargo test --release -- --ignored soak` runs
-//! the ten-minute version (`IMSG_SOAK_SECONDS` / `IMSG_SOAK_MESSAGES` override both).
+//! keeps the bridge down while a backlog of 2,000 messages arrives at once (more than imsg's watch
+//! buffer of 256), and the webhook agent fails intermittently. At the end every message was
+//! delivered, in order, duplicates only across bridge crashes with the same id, every attachment with
+//! the right sha256, and memory stayed small. 60 s in the normal suite; `cargo test --release --
+//! --ignored soak` runs the ten-minute version (`IMSG_SOAK_SECONDS` / `IMSG_SOAK_MESSAGES` /
+//! `IMSG_SOAK_BACKLOG` override both).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +29,68 @@ struct Received {
     number: usize,
     status: u16,
     media: Vec<(String, String)>,
+    at: Instant,
+}
+
+/// The soak number of an envelope's text: `soak N` from the steady injector, or `soak N backlog J`
+/// for the J-th row (from 1, as `imsg-sim inject --count` numbers them) of a backlog whose first row
+/// is number N. Numbers are handed out in commit order, so number order is ROWID order.
+fn soak_number(text: &str) -> Option<usize> {
+    let rest = text.strip_prefix("soak ")?;
+    match rest.split_once(" backlog ") {
+        Some((first, j)) => (first.parse::<usize>().ok()? + j.parse::<usize>().ok()?).checked_sub(1),
+        None => rest.parse().ok(),
+    }
+}
+
+/// The bridge is stopped (SIGTERM, a planned downtime: no repeat is allowed for it), `count`
+/// messages arrive in one transaction through `imsg-sim inject --count`, and the bridge starts
+/// again. Returns the new bridge, the restart time and the last backlog number.
+fn down_with_a_backlog(
+    bridge: Bridge,
+    config: &std::path::Path,
+    db: &std::path::Path,
+    next: &Mutex<usize>,
+    count: usize,
+    logs: &mut Vec<String>,
+) -> (Bridge, Instant, usize) {
+    logs.extend(bridge.stderr());
+    // `stop` checks that it exits. The code is 0, or 1 when the stop fell into the webhook's outage
+    // window ("stopped before the agent took the envelope"): the cursor stays before that envelope,
+    // so nothing is lost either way, which the end of the soak checks.
+    let _ = bridge.stop(15);
+    // Holding the numbering while the transaction is written keeps the steady injector's rows on
+    // one side of the backlog, so number order stays ROWID order.
+    let mut next = next.lock().unwrap();
+    let first = *next;
+    let out = std::process::Command::new(imsg_sim_bin())
+        .arg("inject")
+        .arg("--db")
+        .arg(db)
+        .args([
+            "--from",
+            "+14155550009",
+            "--text",
+            &format!("soak {first} backlog"),
+        ])
+        .args(["--count", &count.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "imsg-sim inject --count {count}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *next += count;
+    drop(next);
+    (Bridge::start(config, &["run"]), Instant::now(), first + count - 1)
+}
+
+/// Log lines that say a watch overflowed (imsg's buffer or the bridge's queue): each one is a
+/// subscription given up on, to be made good by a resubscription or a reconnect.
+fn is_overflow(line: &str) -> bool {
+    let line = line.to_ascii_lowercase();
+    line.contains("overflow") || line.contains("fell behind the watch")
 }
 
 /// A webhook that is down (503) for the first second of every ten, and answers 200 otherwise.
@@ -69,8 +133,7 @@ fn webhook() -> (u16, Arc<Mutex<Vec<Received>>>) {
                 let envelope: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let number = envelope["text"]
                     .as_str()
-                    .and_then(|t| t.strip_prefix("soak "))
-                    .and_then(|n| n.parse().ok())
+                    .and_then(soak_number)
                     .unwrap_or(usize::MAX);
                 let media = envelope["media"]
                     .as_array()
@@ -93,6 +156,7 @@ fn webhook() -> (u16, Arc<Mutex<Vec<Received>>>) {
                     number,
                     status,
                     media,
+                    at: Instant::now(),
                 });
                 let reason = if status == 200 {
                     "OK"
@@ -132,7 +196,9 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn soak(seconds: usize, messages: usize) {
+/// `messages` injected steadily over `seconds`, plus `backlog` more at once at every "down with a
+/// backlog" fault.
+fn soak(seconds: usize, messages: usize, backlog: usize) {
     let mut sshd = Sshd::start();
     let proxy = Proxy::start(sshd.port);
     let mut known = std::fs::read_to_string(&sshd.known_hosts).unwrap();
@@ -150,7 +216,7 @@ fn soak(seconds: usize, messages: usize) {
                  remoteAttachmentRoots: [{att:?}],
                  ssh: {{ host: \"127.0.0.1\", port: {pp}, user: {user:?}, identityFile: {key:?}, knownHostsFile: {kh:?},
                         remoteCliPath: {cli:?}, useAgent: false, keepaliveIntervalMs: 1000, keepaliveMax: 2 }} }} }},
-               bridge: {{ stateDir: {state:?}, replay: {{ maxRows: 100000 }},
+               bridge: {{ stateDir: {state:?}, replay: {{ maxRows: 20000, maxAgeMinutes: 10000 }},
                           agent: {{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 5000 }} }} }}",
             db = mac.db.display().to_string(),
             att = root.join("Attachments").display().to_string(),
@@ -167,12 +233,14 @@ fn soak(seconds: usize, messages: usize) {
     bridge.wait_for_log("watching for messages");
 
     // The injector: `messages` over `seconds`, three senders, every tenth with a small attachment.
+    // Each row takes the next soak number while it is written (see `down_with_a_backlog`).
     let files = mac.dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     let sent_media: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(Mutex::new(0usize));
     let injector = std::thread::spawn({
-        let (db, sent_media, done) = (mac.db.clone(), sent_media.clone(), done.clone());
+        let (db, sent_media, done, next) = (mac.db.clone(), sent_media.clone(), done.clone(), next.clone());
         move || {
             let started = Instant::now();
             let spacing = Duration::from_secs(seconds as u64) / messages as u32;
@@ -180,9 +248,11 @@ fn soak(seconds: usize, messages: usize) {
                 if let Some(wait) = (started + spacing * i as u32).checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
+                let mut next = next.lock().unwrap();
+                let number = *next;
                 let mut spec = InjectSpec {
                     from: format!("+1415555000{}", i % 3),
-                    text: format!("soak {i}"),
+                    text: format!("soak {number}"),
                     ..Default::default()
                 };
                 if i % 10 == 0 {
@@ -191,24 +261,49 @@ fn soak(seconds: usize, messages: usize) {
                         .collect();
                     let path = files.join(format!("photo-{i}.jpg"));
                     std::fs::write(&path, &bytes).unwrap();
-                    sent_media.lock().unwrap().insert(i, sha256_hex(&bytes));
+                    sent_media.lock().unwrap().insert(number, sha256_hex(&bytes));
                     spec.attachments = vec![path];
                 }
                 inject(&db, &spec).unwrap();
+                *next += 1;
             }
             done.store(true, Ordering::SeqCst);
         }
     });
 
-    // The fault injector: a fault every few seconds, round robin, until the injector is done.
+    // The fault injector: a fault every few seconds, round robin, until the injector is done. The
+    // backlog comes sixth, so the 60 s run (about ten faults) has it once, mid-run; should a slow
+    // machine get fewer rounds, it runs once after the injector is done.
+    const FAULTS: [&str; 6] = [
+        "cut",
+        "freeze",
+        "sshd restart",
+        "kill imsg",
+        "kill bridge",
+        "down with a backlog",
+    ];
     let mut kills = 0usize;
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
+    // Every bridge's log, for the overflow count at the end (a killed bridge's log dies with it).
+    let mut logs: Vec<String> = Vec::new();
+    // (restart time, last backlog number) of every backlog, for how long each catch-up took.
+    let mut backlogs: Vec<(Instant, usize)> = Vec::new();
+    // When each fault happened, so a failed check can be read against them.
+    let t0 = Instant::now();
+    let mut timeline: Vec<String> = Vec::new();
     let step = Duration::from_secs((seconds as u64 / 10).clamp(3, 20));
     let mut round = 0;
-    while !done.load(Ordering::SeqCst) {
-        std::thread::sleep(step);
-        let fault = ["cut", "freeze", "sshd restart", "kill imsg", "kill bridge"][round % 5];
+    loop {
+        let fault = if !done.load(Ordering::SeqCst) {
+            std::thread::sleep(step);
+            FAULTS[round % FAULTS.len()]
+        } else if !faults.contains_key("down with a backlog") {
+            "down with a backlog"
+        } else {
+            break;
+        };
         round += 1;
+        timeline.push(format!("{:.1} s {fault}", t0.elapsed().as_secs_f64()));
         match fault {
             "cut" => proxy.cut(),
             "freeze" => proxy.freeze(),
@@ -218,15 +313,23 @@ fn soak(seconds: usize, messages: usize) {
                     .args(["-f", &format!("{} rpc", imsg_sim_bin().display())])
                     .status();
             }
-            _ => {
+            "kill bridge" => {
+                logs.extend(bridge.stderr());
                 bridge.kill();
                 kills += 1;
                 bridge = Bridge::start(&config, &["run"]);
+            }
+            _ => {
+                let (restarted, at, last) =
+                    down_with_a_backlog(bridge, &config, &mac.db, &next, backlog, &mut logs);
+                bridge = restarted;
+                backlogs.push((at, last));
             }
         }
         *faults.entry(fault).or_default() += 1;
     }
     injector.join().unwrap();
+    let messages = *next.lock().unwrap();
 
     // Everything arrives eventually.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -243,13 +346,18 @@ fn soak(seconds: usize, messages: usize) {
         }
         assert!(
             Instant::now() < deadline,
-            "only {} of {messages} delivered after the faults {faults:?}; log:\n{}",
+            "only {} of {messages} delivered after the faults {faults:?}, {} overflow log lines; log:\n{}",
             delivered.len(),
+            logs.iter()
+                .chain(&bridge.stderr())
+                .filter(|l| is_overflow(l))
+                .count(),
             bridge.stderr().join("\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     let rss = rss_mib(bridge.pid());
+    logs.extend(bridge.stderr());
     bridge.stop(15);
     let received = received.lock().unwrap().clone();
     let accepted: Vec<&Received> = received.iter().filter(|r| r.status == 200).collect();
@@ -258,10 +366,16 @@ fn soak(seconds: usize, messages: usize) {
     let mut first_key: HashMap<usize, String> = HashMap::new();
     let mut highest = None::<usize>;
     let mut repeats = 0;
+    let mut repeated: Vec<String> = Vec::new();
     for r in &accepted {
         match first_key.get(&r.number) {
             Some(key) => {
                 repeats += 1;
+                repeated.push(format!(
+                    "soak {} at {:.1} s",
+                    r.number,
+                    r.at.saturating_duration_since(t0).as_secs_f64()
+                ));
                 assert_eq!(key, &r.key, "a repeat carries the same id: {r:?}");
             }
             None => {
@@ -275,7 +389,7 @@ fn soak(seconds: usize, messages: usize) {
     }
     assert!(
         repeats <= kills,
-        "{repeats} repeats but only {kills} bridge kills"
+        "{repeats} repeats but only {kills} bridge kills; repeated {repeated:?}; faults {timeline:?}"
     );
     assert_eq!(first_key.len(), messages, "every message once at least");
     for (i, sha) in sent_media.lock().unwrap().iter() {
@@ -285,17 +399,32 @@ fn soak(seconds: usize, messages: usize) {
     if let Some(rss) = rss {
         assert!(rss < 60.0, "memory stays small: {rss:.1} MiB");
     }
+    // Observations, not checks: how long each backlog took to reach the agent, and how often the
+    // watch overflowed on the way.
+    let catch_up: Vec<String> = backlogs
+        .iter()
+        .map(|(at, last)| {
+            let reached = accepted.iter().find(|r| r.number == *last).unwrap().at;
+            format!("{:.1} s", reached.saturating_duration_since(*at).as_secs_f64())
+        })
+        .collect();
     eprintln!(
-        "soak: {messages} messages in {seconds} s, faults {faults:?}, {} webhook requests ({} refused with 503), {repeats} repeats after {kills} kills, final RSS {:.1} MiB",
+        "soak: {messages} messages in {seconds} s (backlogs of {backlog} caught up in {}), faults {faults:?}, {} webhook requests ({} refused with 503), {repeats} repeats after {kills} kills, {} overflow log lines, final RSS {:.1} MiB",
+        catch_up.join(", "),
         received.len(),
         received.iter().filter(|r| r.status == 503).count(),
+        logs.iter().filter(|l| is_overflow(l)).count(),
         rss.unwrap_or(0.0)
     );
 }
 
 #[test]
 fn soak_for_a_minute_under_every_fault_loses_nothing() {
-    soak(env_or("IMSG_SOAK_SECONDS", 60), env_or("IMSG_SOAK_MESSAGES", 600));
+    soak(
+        env_or("IMSG_SOAK_SECONDS", 60),
+        env_or("IMSG_SOAK_MESSAGES", 600),
+        env_or("IMSG_SOAK_BACKLOG", 2_000),
+    );
 }
 
 #[test]
@@ -304,5 +433,6 @@ fn soak_for_ten_minutes_with_ten_thousand_messages() {
     soak(
         env_or("IMSG_SOAK_SECONDS", 600),
         env_or("IMSG_SOAK_MESSAGES", 10_000),
+        env_or("IMSG_SOAK_BACKLOG", 2_000),
     );
 }
