@@ -18,6 +18,31 @@ use crate::support::{OPEN_ACCESS, PATIENCE, SimMac, imsg_sim_bin};
 /// A cancelled fleet waits at most for the control API's grace (5 s) and the exec agent's (2 s).
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
+type Running = tokio::task::JoinHandle<Result<FleetEnd, fleet::FleetError>>;
+
+/// Run the fleet of `config_path` (control API token [`TOKEN`]) until its account is connected.
+async fn start_connected(config_path: &std::path::Path) -> (Running, TaskTracker, CancellationToken) {
+    let config = imsg_bridge::config::load(Some(config_path)).unwrap();
+    let tasks = TaskTracker::new();
+    let options = FleetOptions {
+        http_token: Some(TOKEN.to_string()),
+        tasks: tasks.clone(),
+        ..FleetOptions::default()
+    };
+    let status = options.status.clone();
+    let cancel = CancellationToken::new();
+    let fleet = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { fleet::run(&config, options, cancel).await }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while status.get("default").map(|s| s.state) != Some(AccountState::Connected) {
+        assert!(Instant::now() < deadline, "the account did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (fleet, tasks, cancel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_fleet_returns_within_its_bound_with_every_task_it_started_ended() {
     let mac = SimMac::new();
@@ -33,25 +58,7 @@ async fn a_cancelled_fleet_returns_within_its_bound_with_every_task_it_started_e
         state = mac.state_dir().display().to_string(),
     );
     std::fs::write(&config_path, text).unwrap();
-    let config = imsg_bridge::config::load(Some(&config_path)).unwrap();
-    let tasks = TaskTracker::new();
-    let options = FleetOptions {
-        http_token: Some(TOKEN.to_string()),
-        tasks: tasks.clone(),
-        ..FleetOptions::default()
-    };
-    let status = options.status.clone();
-    let cancel = CancellationToken::new();
-    let fleet = tokio::spawn({
-        let cancel = cancel.clone();
-        async move { fleet::run(&config, options, cancel).await }
-    });
-
-    let deadline = Instant::now() + PATIENCE;
-    while status.get("default").map(|s| s.state) != Some(AccountState::Connected) {
-        assert!(Instant::now() < deadline, "the account did not connect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (fleet, tasks, cancel) = start_connected(&config_path).await;
     let (code, _) = tokio::task::spawn_blocking(move || http(port, "GET", "/v1/status", Some(TOKEN), None))
         .await
         .unwrap();
@@ -107,24 +114,7 @@ async fn a_cancelled_fleet_removes_the_files_it_staged_on_the_mac_before_it_retu
     std::fs::write(&config_path, text).unwrap();
     let photo = mac.dir.path().join("photo.jpg");
     std::fs::write(&photo, vec![7u8; 50_000]).unwrap();
-    let config = imsg_bridge::config::load(Some(&config_path)).unwrap();
-    let tasks = TaskTracker::new();
-    let options = FleetOptions {
-        http_token: Some(TOKEN.to_string()),
-        tasks: tasks.clone(),
-        ..FleetOptions::default()
-    };
-    let status = options.status.clone();
-    let cancel = CancellationToken::new();
-    let fleet = tokio::spawn({
-        let cancel = cancel.clone();
-        async move { fleet::run(&config, options, cancel).await }
-    });
-    let deadline = Instant::now() + PATIENCE;
-    while status.get("default").map(|s| s.state) != Some(AccountState::Connected) {
-        assert!(Instant::now() < deadline, "the account did not connect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (fleet, tasks, cancel) = start_connected(&config_path).await;
     let body = format!(
         "{{\"to\":\"+14155551212\",\"text\":\"a photo\",\"media\":[{:?}]}}",
         photo.display().to_string()
