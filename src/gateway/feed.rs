@@ -102,6 +102,11 @@ impl<'a> Feed<'a> {
     pub(super) async fn run(mut self, cancel: &CancellationToken) -> Result<(), GatewayError> {
         self.carry.channel.sender.remove_leftovers(self.io.files).await;
         let result = self.feed(cancel).await;
+        if result.is_err() {
+            // What the agent accepted before the failure (or a stop while it refused) is not sent
+            // again: commit it now. A failed commit leaves the cursor where it was (at-least-once).
+            let _ = self.commit().await;
+        }
         self.carry.channel.sender.remove_all(self.io.files).await;
         if !self.summarized {
             // Interrupted: the next session of this run goes on under the same bound.
@@ -319,9 +324,10 @@ impl<'a> Feed<'a> {
             debug!(account = %self.account.id, rowid = message.id, seen = self.seen, "skipping a row already seen");
             return Ok(());
         }
+        let before = self.seen;
         self.seen = message.id;
         for ready in self.debouncer.push(message, Instant::now()) {
-            deliver(
+            let delivered = deliver(
                 self.account,
                 self.carry,
                 &mut self.bound,
@@ -329,7 +335,12 @@ impl<'a> Feed<'a> {
                 self.imsg,
                 self.io,
             )
-            .await?;
+            .await;
+            if let Err(err) = delivered {
+                // Not handled: a commit on the way out must stay below this row.
+                self.seen = before.min(ready.id - 1);
+                return Err(err);
+            }
         }
         Ok(())
     }

@@ -518,3 +518,47 @@ fn a_catch_up_cut_short_by_a_reconnect_keeps_its_bound_while_new_rows_arrive() {
         "{log}"
     );
 }
+
+#[test]
+fn a_stop_while_the_agent_refuses_keeps_what_it_accepted_from_being_sent_again() {
+    let mac = SimMac::new();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let (port, seen) = serve_webhook({
+        let accepted = accepted.clone();
+        move |_| {
+            let mut n = accepted.lock().unwrap();
+            if *n < 100 {
+                *n += 1;
+                (200, String::new())
+            } else {
+                (503, String::new())
+            }
+        }
+    });
+    let config = config_with(
+        &mac,
+        &format!("{{ kind: \"webhook\", url: \"http://127.0.0.1:{port}/hook\", timeoutMs: 5000 }}"),
+        "",
+    );
+    let first = Bridge::start(&config, &["run"]);
+    first.wait_for_log("watching for messages");
+    first.stop(SIGTERM);
+    mac.inject_with(&["--from", "+15550001111", "--text", "old", "--count", "400"]);
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("webhook delivery failed");
+    bridge.stop(SIGTERM);
+    let first_pass = delivered_texts(&seen);
+    assert_eq!(first_pass.len(), 100, "the agent took 100, then refused");
+
+    *accepted.lock().unwrap() = usize::MIN;
+    let again = Bridge::start(&config, &["run"]);
+    wait_until("the next message after the restart", || {
+        delivered_texts(&seen).len() > 100
+    });
+    again.stop(SIGTERM);
+    let texts = delivered_texts(&seen);
+    assert_eq!(
+        texts[100], "old 101",
+        "the restart goes on after the 100 accepted rows instead of sending them again"
+    );
+}
