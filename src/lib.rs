@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dropin;
 pub mod echo;
 pub mod envelope;
 pub mod gateway;
