@@ -1,21 +1,23 @@
-//! The `imsg-sim` command line: `init`, `inject`, `rpc`, and the `imsg` commands `chats`, `history`
-//! and `send`.
+//! The `imsg-sim` command line: `init`, `inject`, `rpc`, and the `imsg` commands `chats`, `history`,
+//! `send`, `group`, `status`, `send-attachment`, `send-rich` and `poll`.
 //!
-//! Like `imsg`, the `chats`/`history`/`send` commands print their errors to stdout and exit 1. The
-//! simulator's own commands (`init`, `inject`, `rpc`) print errors to stderr: exit 2 for bad input,
-//! 1 for anything else. Usage errors exit 2. Every command accepts `--json`, `-v` and `--log-level`.
+//! Like `imsg`, the imsg commands print their errors to stdout and exit 1, an unknown first word is
+//! imsg's `Unknown subcommand` error (exit 1), and `--help` of the commands a client probes prints
+//! imsg's help format (exit 0; texts in [`imsg_cli`]). The simulator's own commands (`init`,
+//! `inject`, `rpc`) print errors to stderr: exit 2 for bad input, 1 for anything else. Other usage
+//! errors exit 2. Every command accepts `--json`, `-v` and `--log-level`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::sim::db::{self, InjectSpec};
 use crate::sim::faults::Faults;
-use crate::sim::methods;
 use crate::sim::rpc::{self, Backend, ServeOptions};
 use crate::sim::{Dialect, SimError};
+use crate::sim::{imsg_cli, methods};
 use crate::util::expand_tilde;
 
 /// Where `imsg` finds Messages' database.
@@ -71,7 +73,33 @@ enum Command {
     History(HistoryArgs),
     /// Send a message (writes the outgoing rows).
     Send(SendArgs),
+    /// Show chat identity and participants for a chat id.
+    Group(GroupArgs),
+    /// Check availability of imsg advanced features (the simulated Mac has SIP on: none).
+    Status(StatusArgs),
+    /// Send a file attachment (without the bridge: through the AppleScript path, as imsg falls back).
+    SendAttachment(SendAttachmentArgs),
+    /// Send via the IMCore bridge: always fails here, as on a Mac with SIP on.
+    SendRich(SendRichArgs),
+    /// Native polls via the IMCore bridge: always fail here, as on a Mac with SIP on.
+    Poll(PollArgs),
 }
+
+/// Every first word the command line knows (clap's names of [`Command`]).
+const COMMANDS: &[&str] = &[
+    "init",
+    "inject",
+    "rpc",
+    "chats",
+    "history",
+    "send",
+    "group",
+    "status",
+    "send-attachment",
+    "send-rich",
+    "poll",
+    "help",
+];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Seed {
@@ -215,9 +243,139 @@ struct SendArgs {
     region: String,
 }
 
+#[derive(Debug, Args)]
+struct GroupArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// chat rowid from 'imsg chats'.
+    #[arg(long)]
+    chat_id: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Accepted and ignored (imsg's status reads no database).
+    #[arg(long, value_name = "PATH", hide = true)]
+    db: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SendAttachmentArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// chat guid.
+    #[arg(long)]
+    chat: Option<String>,
+    /// absolute path to file.
+    #[arg(long)]
+    file: Option<String>,
+    /// guid of message to reply to.
+    #[arg(long)]
+    reply_to: Option<String>,
+    /// transport to use: auto|dylib|applescript.
+    #[arg(long)]
+    transport: Option<String>,
+    /// send as audio message.
+    #[arg(long)]
+    audio: bool,
+}
+
+#[derive(Debug, Args)]
+struct SendRichArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[arg(long)]
+    chat: Option<String>,
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long)]
+    file: Option<String>,
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long)]
+    effect: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    reply_to: Option<String>,
+    #[arg(long)]
+    part: Option<String>,
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long)]
+    format_file: Option<String>,
+    #[arg(long)]
+    no_dd_scan: bool,
+}
+
+#[derive(Debug, Args)]
+struct PollArgs {
+    /// send|vote|unvote.
+    action: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
+    #[arg(long)]
+    chat: Option<String>,
+    #[arg(long)]
+    chat_id: Option<i64>,
+    #[arg(long)]
+    question: Option<String>,
+    #[arg(long)]
+    comment: Option<String>,
+    #[arg(long)]
+    reply_to: Option<String>,
+    #[arg(long)]
+    option: Vec<String>,
+    #[arg(long)]
+    poll: Option<String>,
+    #[arg(long)]
+    option_id: Option<String>,
+    #[arg(long)]
+    option_index: Option<String>,
+    #[arg(long)]
+    no_comment: bool,
+}
+
+/// What imsg's router does before it parses: `--help` anywhere prints help (imsg's format for the
+/// commands in [`imsg_cli`], the simulator's own otherwise; an unknown command gets the root help),
+/// and an unknown first word is `Unknown subcommand` on stdout with exit 1. `None`: parse normally.
+fn route(args: &[String]) -> Option<ExitCode> {
+    let options: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .take_while(|a| *a != "--")
+        .collect();
+    let first = options.first().copied();
+    let asks_help = options.iter().any(|a| *a == "--help" || *a == "-h");
+    match first {
+        None => {
+            let _ = Cli::command().print_help();
+            Some(ExitCode::SUCCESS)
+        }
+        Some(name) if asks_help && imsg_cli::has_imsg_help(name) => {
+            print!("{}", imsg_cli::help(name).unwrap_or_default());
+            Some(ExitCode::SUCCESS)
+        }
+        Some(name) if asks_help && !COMMANDS.contains(&name) && !name.starts_with('-') => {
+            let _ = Cli::command().print_help();
+            Some(ExitCode::SUCCESS)
+        }
+        Some(name) if !asks_help && !name.starts_with('-') && !COMMANDS.contains(&name) => {
+            println!("{}", imsg_cli::unknown_subcommand(name));
+            Some(ExitCode::FAILURE)
+        }
+        _ => None,
+    }
+}
+
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = route(&args) {
+        return code;
+    }
+    let cli = Cli::parse_from(args);
     init_logging(&cli.global);
     let json = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -246,6 +404,18 @@ pub fn main() -> ExitCode {
         Command::Chats(args) => imsg_command(runtime.block_on(run_chats(&args, json))),
         Command::History(args) => imsg_command(runtime.block_on(run_history(&args, json))),
         Command::Send(args) => imsg_command(runtime.block_on(run_send(&args, json))),
+        Command::Group(args) => imsg_command(runtime.block_on(run_group(&args, json))),
+        Command::Status(_) => {
+            if json {
+                println!("{}", imsg_cli::status_json());
+            } else {
+                print!("{}", imsg_cli::status_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::SendAttachment(args) => imsg_command(runtime.block_on(run_send_attachment(&args, json))),
+        Command::SendRich(args) => imsg_command(run_send_rich(&args, json)),
+        Command::Poll(args) => imsg_command(run_poll(&args, json)),
     };
     // Nothing should be left running; don't let a stuck blocking read hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -352,11 +522,15 @@ fn backend(db: &DbArg) -> std::sync::Arc<Backend> {
     })
 }
 
-/// Run one RPC method in-process and return its result, or imsg's one-line error text.
+/// Run one RPC method in-process and return its result, or imsg's one-line error text (a failed
+/// send reads like imsg's delivery failure).
 async fn call(backend: &std::sync::Arc<Backend>, method: &str, params: Value) -> Result<Value, String> {
-    methods::call(backend, method, Some(params))
-        .await
-        .map_err(|e| e.detail())
+    methods::call(backend, method, Some(params)).await.map_err(|e| {
+        e.data
+            .as_ref()
+            .and_then(imsg_cli::delivery_failure_text)
+            .unwrap_or_else(|| e.detail())
+    })
 }
 
 async fn run_chats(args: &ChatsArgs, json: bool) -> Result<(), String> {
@@ -452,13 +626,131 @@ async fn run_send(args: &SendArgs, json: bool) -> Result<(), String> {
     // Let the delivery update land before the process exits.
     backend.tasks.close();
     backend.tasks.wait().await;
-    result?;
+    let result = result?;
     if json {
-        println!("{}", json!({"status": "sent"}));
+        // imsg adds the verified row's id and guid when it found one.
+        let mut out = json!({"status": "sent"});
+        if let (Some(obj), Some(id)) = (out.as_object_mut(), result.get("id")) {
+            obj.insert("id".into(), id.clone());
+            if let Some(guid) = result.get("guid") {
+                obj.insert("guid".into(), guid.clone());
+                obj.insert("message_id".into(), guid.clone());
+            }
+        }
+        println!("{out}");
     } else {
         println!("sent");
     }
     Ok(())
+}
+
+/// `group --chat-id N`: the chat's identity and participants (imsg's GroupCommand output).
+async fn run_group(args: &GroupArgs, json: bool) -> Result<(), String> {
+    let Some(chat_id) = args.chat_id else {
+        return Err(imsg_cli::missing_option("chat-id"));
+    };
+    let info = call(&backend(&args.db), "chats.get", json!({"chat_id": chat_id})).await?;
+    if json {
+        println!("{info}");
+        return Ok(());
+    }
+    println!("id: {}", info["id"]);
+    for key in ["identifier", "guid", "name", "service"] {
+        println!("{key}: {}", str_field(&info, key));
+    }
+    for key in ["account_id", "account_login", "last_addressed_handle"] {
+        if let Some(v) = info.get(key).and_then(Value::as_str) {
+            println!("{key}: {v}");
+        }
+    }
+    println!("is_group: {}", info["is_group"] == Value::Bool(true));
+    let participants = items(&info, "participants");
+    if participants.is_empty() {
+        println!("participants: (none)");
+    } else {
+        println!("participants:");
+        for p in participants {
+            println!("  - {}", p.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// `send-attachment`: imsg tries the bridge first unless `--transport applescript`; without it
+/// (SIP on) a `dylib` transport, `--audio` or `--reply-to` fail, anything else falls back to
+/// AppleScript, which the simulator plays by writing the rows like `send --chat-guid --file`.
+async fn run_send_attachment(args: &SendAttachmentArgs, json: bool) -> Result<(), String> {
+    let chat = args.chat.as_deref().filter(|c| !c.is_empty());
+    let Some(chat) = chat else {
+        return Err(imsg_cli::missing_option("chat"));
+    };
+    let Some(file) = args.file.as_deref().filter(|f| !f.is_empty()) else {
+        return Err(imsg_cli::missing_option("file"));
+    };
+    let transport = args.transport.as_deref().unwrap_or("auto");
+    if !["auto", "dylib", "applescript"].contains(&transport) {
+        return Err(imsg_cli::invalid_option("transport"));
+    }
+    let reply_to = args.reply_to.as_deref().filter(|r| !r.is_empty());
+    if transport == "applescript" && args.audio {
+        return Err(imsg_cli::invalid_option("audio"));
+    }
+    if transport == "applescript" && reply_to.is_some() {
+        return Err(imsg_cli::invalid_option("reply-to"));
+    }
+    if transport != "applescript" && (transport == "dylib" || args.audio || reply_to.is_some()) {
+        return Err(imsg_cli::bridge_error(imsg_cli::BRIDGE_REFUSED, json));
+    }
+    let backend = backend(&args.db);
+    let result = call(&backend, "send", json!({"chat_guid": chat, "file": file})).await;
+    backend.tasks.close();
+    backend.tasks.wait().await;
+    result?;
+    if json {
+        println!("{}", json!({"success": true, "transport": "applescript"}));
+    } else {
+        println!("send-attachment: sent via AppleScript");
+    }
+    Ok(())
+}
+
+/// `send-rich` needs the bridge: after imsg's own checks it fails the way imsg does with SIP on.
+fn run_send_rich(args: &SendRichArgs, json: bool) -> Result<(), String> {
+    if args.chat.as_deref().is_none_or(str::is_empty) {
+        return Err(imsg_cli::missing_option("chat"));
+    }
+    Err(imsg_cli::bridge_error(imsg_cli::BRIDGE_REFUSED, json))
+}
+
+/// `poll send|vote|unvote` needs the bridge: after imsg's own checks it fails as with SIP on.
+fn run_poll(args: &PollArgs, json: bool) -> Result<(), String> {
+    match args.action.as_deref() {
+        Some("send") => {
+            if args.comment.is_some() && args.no_comment {
+                return Err(imsg_cli::invalid_option("comment"));
+            }
+            if args.chat.as_deref().is_none_or(str::is_empty) && args.chat_id.is_none() {
+                return Err(imsg_cli::missing_option("chat"));
+            }
+            if args.question.as_deref().is_none_or(str::is_empty) {
+                return Err(imsg_cli::missing_option("question"));
+            }
+            if args.option.iter().filter(|o| !o.trim().is_empty()).count() < 2 {
+                return Err(imsg_cli::missing_option("option"));
+            }
+        }
+        Some("vote" | "unvote") => {
+            if args.chat.as_deref().is_none_or(str::is_empty) && args.chat_id.is_none() {
+                return Err(imsg_cli::missing_option("chat"));
+            }
+            if args.poll.as_deref().is_none_or(|p| p.trim().is_empty()) {
+                return Err(imsg_cli::missing_option("poll"));
+            }
+        }
+        Some(_) => return Err(imsg_cli::invalid_option("action")),
+        None => return Err("Missing required argument: action".into()),
+    }
+    Err(imsg_cli::bridge_error(imsg_cli::BRIDGE_REFUSED, json))
 }
 
 fn items<'a>(result: &'a Value, key: &str) -> &'a [Value] {
@@ -498,6 +790,44 @@ mod tests {
         assert_eq!(args.faults.watch_death_after, Some(3));
         assert!(args.faults.send_fails);
         assert!(!args.faults.echo_race);
+    }
+
+    fn routed(args: &[&str]) -> Option<ExitCode> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        route(&args)
+    }
+
+    #[test]
+    fn routes_unknown_words_and_probed_help_like_imsg() {
+        assert_eq!(routed(&["imsg-sim", "frobnicate"]), Some(ExitCode::FAILURE));
+        assert_eq!(routed(&["imsg-sim", "rpc", "--help"]), Some(ExitCode::SUCCESS));
+        assert_eq!(
+            routed(&["imsg-sim", "poll", "send", "--help"]),
+            Some(ExitCode::SUCCESS)
+        );
+        assert_eq!(
+            routed(&["imsg-sim", "frobnicate", "--help"]),
+            Some(ExitCode::SUCCESS)
+        );
+        assert_eq!(routed(&["imsg-sim", "rpc", "--json"]), None);
+        assert_eq!(routed(&["imsg-sim", "init", "--help"]), None);
+        assert_eq!(routed(&["imsg-sim", "--json", "chats"]), None);
+    }
+
+    #[test]
+    fn knows_every_subcommand_by_name() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for name in &names {
+            assert!(COMMANDS.contains(&name.as_str()), "{name} missing from COMMANDS");
+        }
+        assert_eq!(
+            names.len() + 1,
+            COMMANDS.len(),
+            "COMMANDS has a word clap does not know"
+        );
     }
 
     #[test]

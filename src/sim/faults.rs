@@ -9,7 +9,8 @@
 //! | `--fault-echo-race` | `IMSG_SIM_FAULT_ECHO_RACE=1` | `send` first writes its rows with `is_from_me = 0` and flips them to 1 about 200 ms later, like Messages does (imsg issues #72/#80): a watch with a short debounce reports your own message as inbound. |
 //! | `--fault-watch-death-after N` | `IMSG_SIM_FAULT_WATCH_DEATH_AFTER=N` | each subscription emits an `error` notification after N `message` notifications and stops, like a watch whose SQLite reads fail. |
 //! | `--fault-max-buffer-limit N` | `IMSG_SIM_FAULT_MAX_BUFFER_LIMIT=N` | strict watches accept a `buffer_limit` of at most N (more is `-32602`) and default to at most N, like a server with a smaller buffer: a consumer that falls behind gets `watch.overflow` soon. |
-//! | `--fault-send-fails` | `IMSG_SIM_FAULT_SEND_FAILS=1` | `send` fails with `-32603` and data `AppleScript failed: Not authorized to send Apple events to Messages. (-1743)` (Automation permission denied); nothing is written. |
+//! | `--fault-send-fails` | `IMSG_SIM_FAULT_SEND_FAILS=1` | `send` fails as with Automation permission denied (AppleScript error -1743), before anything reached Messages; nothing is written. Strict: `-32603 Delivery failed before dispatch`, `data: {retry_safe: true, disposition: "not_started", transport: "applescript", operation: "send", detail}`. Baseline: `-32603` with data `AppleScript failed: Not authorized to send Apple events to Messages. (-1743)`. |
+//! | `--fault-send-unknown` | `IMSG_SIM_FAULT_SEND_UNKNOWN=1` | `send` writes its rows (the message did go out) and then fails as if osascript timed out. Strict: `-32001 Delivery outcome unknown`, `data: {retry_safe: false, disposition: "may_have_completed", …}`. Baseline: `-32603` with the timeout text. |
 //!
 //! To add a knob: add a field here (flag, variable, doc line), add a row to the table above and to
 //! `docs/simulator.md`, and read the field where the failure belongs.
@@ -50,6 +51,10 @@ pub struct Faults {
     /// Fail every send like a denied Automation permission (AppleScript error -1743).
     #[arg(long = "fault-send-fails", env = "IMSG_SIM_FAULT_SEND_FAILS", value_parser = BoolishValueParser::new())]
     pub send_fails: bool,
+
+    /// Write a send's rows, then fail it as if osascript timed out (strict: -32001, outcome unknown).
+    #[arg(long = "fault-send-unknown", env = "IMSG_SIM_FAULT_SEND_UNKNOWN", value_parser = BoolishValueParser::new())]
+    pub send_unknown: bool,
 }
 
 /// How long the echo-race fault leaves a sent row marked as inbound (the real race is ~100–400 ms).
@@ -58,6 +63,12 @@ pub const ECHO_RACE_FLIP_DELAY: Duration = Duration::from_millis(200);
 /// The AppleScript error `send` reports under `--fault-send-fails`.
 pub const SEND_FAILS_DETAIL: &str =
     "AppleScript failed: Not authorized to send Apple events to Messages. (-1743)";
+
+/// The AppleScript error number of a denied Automation permission.
+pub const NOT_AUTHORIZED_ERROR: i64 = -1743;
+
+/// imsg's detail when osascript outlives its bound (150 s, the send response timeout).
+pub const SEND_TIMEOUT_DETAIL: &str = "osascript timed out after 150 seconds.";
 
 /// The human banner the baseline server puts in `data` when chat.db cannot be opened.
 pub fn permission_banner(path: &std::path::Path) -> String {

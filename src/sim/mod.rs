@@ -19,13 +19,14 @@
 //! - [`faults`]: the fault-injection knobs.
 //! - [`rpc`]: the JSON-RPC server ([`rpc::serve`]); [`methods`] and [`send`] hold the handlers.
 //! - [`watch`]: subscriptions and the change feed that notices rows written by other processes.
-//! - [`cli`]: the `imsg-sim` command line.
+//! - [`cli`]: the `imsg-sim` command line; [`imsg_cli`] holds the texts where it plays `imsg` itself.
 
 pub mod attachments;
 pub mod cli;
 pub mod db;
 mod error;
 pub mod faults;
+pub mod imsg_cli;
 mod methods;
 pub mod params;
 pub mod protocol;

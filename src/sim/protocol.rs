@@ -13,6 +13,30 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const SERVER_BUSY: i64 = -32000;
 pub const DATABASE_UNAVAILABLE: i64 = -32002;
 pub const BRIDGE_UNAVAILABLE: i64 = -32003;
+pub const DELIVERY_UNKNOWN: i64 = -32001;
+
+/// How far a failed send got, as imsg's `error.data.disposition` says it (docs/simulator.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Nothing was handed to Messages: a retry cannot duplicate the message.
+    NotStarted,
+    /// Messages may have sent it: a retry may duplicate the message.
+    MayHaveCompleted,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::NotStarted => "not_started",
+            Disposition::MayHaveCompleted => "may_have_completed",
+        }
+    }
+
+    /// imsg sets `retry_safe` from the disposition alone.
+    pub fn retry_safe(self) -> bool {
+        self == Disposition::NotStarted
+    }
+}
 
 /// A JSON-RPC error object: code, the fixed message of that code, and `data`.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +94,26 @@ impl RpcError {
             BRIDGE_UNAVAILABLE,
             "Bridge unavailable",
             json!({"detail": detail.into(), "retryable": true}),
+        )
+    }
+
+    /// A failed AppleScript send with imsg's delivery data: `-32603 Delivery failed before dispatch`
+    /// when nothing started, `-32001 Delivery outcome unknown` otherwise.
+    pub fn delivery(disposition: Disposition, detail: impl Into<String>) -> Self {
+        let (code, message) = match disposition {
+            Disposition::NotStarted => (INTERNAL_ERROR, "Delivery failed before dispatch"),
+            Disposition::MayHaveCompleted => (DELIVERY_UNKNOWN, "Delivery outcome unknown"),
+        };
+        Self::new(
+            code,
+            message,
+            json!({
+                "retry_safe": disposition.retry_safe(),
+                "disposition": disposition.as_str(),
+                "transport": "applescript",
+                "operation": "send",
+                "detail": detail.into(),
+            }),
         )
     }
 

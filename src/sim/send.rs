@@ -14,10 +14,12 @@ use serde_json::{Value, json};
 
 use crate::sim::attachments::{self, StoredFile};
 use crate::sim::db::{self, ChatRef, NewMessage, SELF_HANDLE};
-use crate::sim::faults::{ECHO_RACE_FLIP_DELAY, SEND_FAILS_DETAIL};
+use crate::sim::faults::{
+    ECHO_RACE_FLIP_DELAY, NOT_AUTHORIZED_ERROR, SEND_FAILS_DETAIL, SEND_TIMEOUT_DETAIL,
+};
 use crate::sim::methods::optional_chat_id;
 use crate::sim::params::Params;
-use crate::sim::protocol::RpcError;
+use crate::sim::protocol::{Disposition, RpcError};
 use crate::sim::query::{self, ChatKey};
 use crate::sim::rpc::Backend;
 use crate::sim::time::apple_ns_now;
@@ -83,8 +85,15 @@ struct SendRequest {
 /// `send` over RPC (and the CLI `send`, which goes through the same validation).
 pub(crate) async fn send(backend: &Arc<Backend>, p: &Params) -> Result<Value, RpcError> {
     let req = validate(p)?;
+    let dialect = backend.dialect;
     if backend.faults.send_fails {
-        return Err(RpcError::internal(SEND_FAILS_DETAIL));
+        // `tell application "Messages"` fails before the send event: nothing was dispatched.
+        return Err(applescript_failure(
+            dialect,
+            Disposition::NotStarted,
+            NOT_AUTHORIZED_ERROR,
+            SEND_FAILS_DETAIL,
+        ));
     }
     if let Some(file) = &req.file
         && !file.is_file()
@@ -106,8 +115,14 @@ pub(crate) async fn send(backend: &Arc<Backend>, p: &Params) -> Result<Value, Rp
             SimError::BadInput(detail) => RpcError::invalid_params(detail),
             e => backend.db_error(e),
         })?
-        .map_err(|failure| failure.into_rpc())?;
+        .map_err(|failure| failure.into_rpc(dialect))?;
     follow_up(backend, written.rowids.clone(), echo_race);
+    if backend.faults.send_unknown {
+        return Err(match dialect {
+            Dialect::Strict => RpcError::delivery(Disposition::MayHaveCompleted, SEND_TIMEOUT_DETAIL),
+            Dialect::Baseline => RpcError::internal(format!("AppleScript failed: {SEND_TIMEOUT_DETAIL}")),
+        });
+    }
 
     let verified = verify(backend, &req, &written, sent_at).await;
     let mut result = json!({"ok": true, "transport": "applescript"});
@@ -272,13 +287,34 @@ enum SendFailure {
 }
 
 impl SendFailure {
-    fn into_rpc(self) -> RpcError {
+    fn into_rpc(self, dialect: Dialect) -> RpcError {
         match self {
             SendFailure::UnknownChatId(id) => RpcError::invalid_params(format!("unknown chat_id {id}")),
-            SendFailure::NoSuchChat(target) => RpcError::internal(format!(
-                "AppleScript failed: Messages got an error: Can't get chat id \"{target}\". (-1728)"
-            )),
+            // `set targetChat to chat id …` fails before the send event: nothing was dispatched.
+            SendFailure::NoSuchChat(target) => applescript_failure(
+                dialect,
+                Disposition::NotStarted,
+                NO_SUCH_CHAT_ERROR,
+                &format!(
+                    "AppleScript failed: Messages got an error: Can't get chat id \"{target}\". ({NO_SUCH_CHAT_ERROR})"
+                ),
+            ),
         }
+    }
+}
+
+/// AppleScript's "Can't get …" error number.
+const NO_SUCH_CHAT_ERROR: i64 = -1728;
+
+/// A failed AppleScript send: strict servers (imsg 0.14+) report how far it got with only the error
+/// number in `detail`, as imsg's osascript transport does; baseline servers pass the message on.
+fn applescript_failure(dialect: Dialect, disposition: Disposition, number: i64, baseline: &str) -> RpcError {
+    match dialect {
+        Dialect::Strict => RpcError::delivery(
+            disposition,
+            format!("Messages automation failed with AppleScript error {number}."),
+        ),
+        Dialect::Baseline => RpcError::internal(baseline),
     }
 }
 

@@ -136,12 +136,72 @@ async fn fails_sends_like_a_denied_automation_permission() {
         .err(1, "send", json!({"to": "+14155551212", "text": "hi"}))
         .await;
     assert_eq!(e["code"], -32603);
+    assert_eq!(e["message"], "Delivery failed before dispatch");
+    assert_eq!(
+        e["data"],
+        json!({
+            "retry_safe": true,
+            "disposition": "not_started",
+            "transport": "applescript",
+            "operation": "send",
+            "detail": "Messages automation failed with AppleScript error -1743.",
+        })
+    );
+    let history = rpc.ok(2, "messages.history", json!({"chat_id": 1})).await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn fails_baseline_sends_with_the_applescript_text() {
+    let mac = Mac::seeded();
+    let mut rpc = mac.rpc(&["--baseline", "--fault-send-fails"]).await;
+    let e = rpc
+        .err(1, "send", json!({"to": "+14155551212", "text": "hi"}))
+        .await;
+    assert_eq!(e["code"], -32603);
     assert_eq!(
         e["data"],
         "AppleScript failed: Not authorized to send Apple events to Messages. (-1743)"
     );
+}
+
+#[tokio::test]
+async fn reports_a_send_to_a_missing_chat_as_not_started() {
+    let mac = Mac::seeded();
+    let mut rpc = mac.rpc(&[]).await;
+    let e = rpc
+        .err(
+            1,
+            "send",
+            json!({"chat_guid": "iMessage;+;chat404", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(e["code"], -32603);
+    assert_eq!(e["data"]["disposition"], "not_started");
+    assert_eq!(e["data"]["retry_safe"], true);
+    assert_eq!(
+        e["data"]["detail"],
+        "Messages automation failed with AppleScript error -1728."
+    );
+}
+
+#[tokio::test]
+async fn reports_an_unknown_outcome_after_writing_the_rows() {
+    let mac = Mac::seeded();
+    let mut rpc = mac.rpc(&["--fault-send-unknown"]).await;
+    let e = rpc.err(1, "send", json!({"chat_id": 1, "text": "maybe"})).await;
+    assert_eq!(e["code"], -32001);
+    assert_eq!(e["message"], "Delivery outcome unknown");
+    assert_eq!(e["data"]["disposition"], "may_have_completed");
+    assert_eq!(e["data"]["retry_safe"], false);
     let history = rpc.ok(2, "messages.history", json!({"chat_id": 1})).await;
-    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"maybe"), "the message went out: {texts:?}");
 }
 
 #[tokio::test]
