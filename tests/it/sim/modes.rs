@@ -267,13 +267,17 @@ fn sends_from_the_cli_and_prints_errors_on_stdout() {
     let mac = Mac::seeded();
     let out = mac.cli(&["send", "--chat-id", "2", "--text", "yes please", "--json"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"status\":\"sent\"}\n");
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["status"], "sent");
     let out = mac.cli(&["history", "--chat-id", "2", "--limit", "1", "--json"]);
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (m["text"].clone(), m["is_from_me"].clone()),
         (json!("yes please"), json!(true))
     );
+    // imsg reports the verified row: the id and guid of the row history shows.
+    assert_eq!((&sent["id"], &sent["guid"]), (&m["id"], &m["guid"]));
+    assert_eq!(sent["message_id"], m["guid"]);
     let out = mac.cli(&["send", "--chat-id", "42", "--text", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "unknown chat_id 42\n");
@@ -301,4 +305,183 @@ fn refuses_to_inject_a_missing_attachment_with_a_clear_error() {
         String::from_utf8(out.stderr).unwrap(),
         "imsg-sim: attachment not found: /nope/missing.png\n"
     );
+}
+
+// ---- what OpenClaw probes ----
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn sim(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(imsg_sim_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn answers_rpc_help_with_exit_zero_and_accepts_rpc_json() {
+    let out = sim(&["rpc", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("imsg rpc\nRun JSON-RPC over stdin/stdout\n"),
+        "{text}"
+    );
+    assert!(text.contains("--db <value>"), "{text}");
+    let mac = Mac::seeded();
+    let mut rpc = mac.rpc(&["--json"]).await;
+    let chats = rpc.ok(1, "chats.list", json!({"limit": 1})).await;
+    assert_eq!(chats["chats"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn reports_status_without_the_private_api() {
+    let out = sim(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["advanced_features"], false);
+    assert_eq!(status["v2_ready"], false);
+    assert_eq!(status["bridge_version"], 0);
+    assert_eq!(status["selectors"], json!({}));
+    assert!(status["message"].as_str().unwrap().contains("SIP"), "{status}");
+    let methods = status["rpc_methods"].as_array().unwrap();
+    assert!(methods.contains(&json!("send")) && methods.contains(&json!("watch.subscribe")));
+    let text = stdout(&sim(&["status"]));
+    assert!(text.starts_with("imsg Status Report\n"), "{text}");
+    assert!(
+        text.contains("Advanced features (typing, read receipts):\n  Not available"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rejects_an_unknown_subcommand_with_imsgs_words_and_exit_one() {
+    let out = sim(&["frobnicate", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "Unknown subcommand 'frobnicate' for command 'imsg'\n"
+    );
+}
+
+#[test]
+fn describes_the_file_and_no_comment_flags_in_help() {
+    let out = sim(&["send-rich", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("  --file <value>\tpath to attachment"));
+    let out = sim(&["poll", "send", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("  --no-comment\t"), "{}", stdout(&out));
+    let out = sim(&["send-attachment", "--help"]);
+    assert!(stdout(&out).contains("  --file <value>\tabsolute path to file"));
+}
+
+#[test]
+fn fails_private_api_commands_as_on_a_mac_with_sip_on() {
+    let mac = Mac::seeded();
+    let out = mac.cli(&[
+        "send-rich",
+        "--chat",
+        "iMessage;-;+14155551212",
+        "--text",
+        "hi",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["success"], false);
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("System Integrity Protection"),
+        "{line}"
+    );
+    let out = mac.cli(&[
+        "poll",
+        "send",
+        "--chat",
+        "iMessage;-;+14155551212",
+        "--question",
+        "Q?",
+        "--option",
+        "a",
+        "--option",
+        "b",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("error: System Integrity Protection"),
+        "{}",
+        stdout(&out)
+    );
+    let out = mac.cli(&["send-rich", "--text", "hi"]);
+    assert_eq!(stdout(&out), "Missing required option: --chat\n");
+}
+
+#[test]
+fn sends_an_attachment_through_the_applescript_fallback() {
+    let mac = Mac::seeded();
+    let file = mac.dir.path().join("photo.jpg");
+    std::fs::write(&file, b"jpeg bytes").unwrap();
+    let file = file.to_str().unwrap();
+    let out = mac.cli(&[
+        "send-attachment",
+        "--chat",
+        "iMessage;+;chat900000000000000001",
+        "--file",
+        file,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line, json!({"success": true, "transport": "applescript"}));
+    let out = mac.cli(&["history", "--chat-id", "2", "--limit", "1", "--json"]);
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["is_from_me"], true);
+    assert_eq!(m["attachments"][0]["transfer_name"], "photo.jpg", "{m}");
+    let out = mac.cli(&[
+        "send-attachment",
+        "--chat",
+        "iMessage;+;chat900000000000000001",
+        "--file",
+        file,
+        "--transport",
+        "dylib",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("error: System Integrity Protection"),
+        "{}",
+        stdout(&out)
+    );
+    let out = mac.cli(&["send-attachment", "--chat", "iMessage;+;chat404", "--file", file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "applescript send failed (not_started): Messages automation failed with AppleScript error -1728. \
+         The operation did not start; retry is safe.\n"
+    );
+}
+
+#[test]
+fn shows_a_chats_identity_and_participants() {
+    let mac = Mac::seeded();
+    let out = mac.cli(&["group", "--chat-id", "2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["guid"], "iMessage;+;chat900000000000000001");
+    assert_eq!(g["is_group"], true);
+    assert_eq!(g["participants"].as_array().unwrap().len(), 2, "{g}");
+    let text = stdout(&mac.cli(&["group", "--chat-id", "2"]));
+    assert!(
+        text.starts_with("id: 2\nidentifier: chat900000000000000001\n"),
+        "{text}"
+    );
+    assert!(text.contains("is_group: true\nparticipants:\n  - "), "{text}");
+    let out = mac.cli(&["group", "--chat-id", "99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "Chat not found: 99\n");
 }
