@@ -7,6 +7,7 @@ mod chats;
 mod demo;
 mod detect;
 mod doctor;
+mod imsg;
 mod pairing;
 mod run;
 mod send;
@@ -33,6 +34,9 @@ pub struct Cli {
     /// Act on this account only (default: every enabled account for `run`, the default account otherwise)
     #[arg(long, global = true, value_name = "ID")]
     account: Option<String>,
+    /// The Mac for `imsg`, as ssh takes it (resolved through ~/.ssh/config); default: the account's
+    #[arg(long, global = true, value_name = "[USER@]HOST[:PORT]")]
+    target: Option<String>,
     /// More log output (-v debug, -vv trace); logs go to stderr
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -71,6 +75,8 @@ enum Command {
     Pairing(pairing::PairingCommand),
     /// Send a message (and files) through the account's transport
     Send(send::SendArgs),
+    /// Be `imsg ARGS…` on the Mac: a drop-in for an `ssh … imsg "$@"` wrapper at OpenClaw's cliPath
+    Imsg(imsg::ImsgArgs),
     /// Attachment sync diagnostics: `check` the newest attachments, `pull` one message's files
     #[command(subcommand)]
     Attachments(attachments::AttachmentsCommand),
@@ -98,13 +104,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(exit_code_of(&err))
         }
-    }
+    };
+    // Everything was awaited; only a read of our stdin may still block a thread (the drop-in
+    // forwards stdin), and it must not hold the exit.
+    runtime.shutdown_background();
+    code
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -137,6 +147,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Send(args) => {
             send::send(&config, select_account(&config, cli.account.as_deref())?, args).await
+        }
+        Command::Imsg(args) => {
+            let globals = imsg::Globals {
+                config: cli.config.clone(),
+                account: cli.account.clone(),
+                target: cli.target.clone(),
+            };
+            imsg::imsg(&config, select_account(&config, cli.account.as_deref())?, &globals, args).await
         }
         Command::Attachments(command) => {
             attachments::run(&config, select_account(&config, cli.account.as_deref())?, command).await
@@ -174,8 +192,10 @@ fn runtime_of(config: &Config, account: &Account) -> Result<AccountRuntime, Reso
 }
 
 fn init_logging(cli: &Cli) {
-    // The demo's story is its timeline on stdout; its logs stay at warnings unless asked for.
-    let quiet = cli.quiet || (matches!(cli.command, Command::Demo(_)) && cli.verbose == 0);
+    // The demo's story is its timeline on stdout, and the drop-in's stderr is imsg's: their logs stay
+    // at warnings unless asked for.
+    let quiet_command = matches!(cli.command, Command::Demo(_) | Command::Imsg(_));
+    let quiet = cli.quiet || (quiet_command && cli.verbose == 0);
     let level = match (quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",

@@ -226,7 +226,8 @@ fn channel_runtime(config: &Config, account: &Account) -> ChannelRuntime {
     }
 }
 
-fn media_runtime(config: &Config, account: &Account) -> MediaRuntime {
+/// The attachment settings of `account` (also the drop-in's).
+pub fn media_runtime(config: &Config, account: &Account) -> MediaRuntime {
     MediaRuntime {
         inbound: config.bridge.state_dir.join("media").join("inbound"),
         local_roots: account.attachment_roots.clone(),

@@ -51,6 +51,8 @@ pub enum ResolveError {
     NoUser { account: String, host: String },
     #[error("{account}: bad ProxyJump entry {entry:?}: expected [user@]host[:port]")]
     BadJump { account: String, entry: String },
+    #[error("--target {target:?} is not [user@]host[:port] (a Host alias of ~/.ssh/config works too)")]
+    BadTarget { target: String },
 }
 
 /// Decide the transport of `account` (reads the wrapper script at `cliPath` when that matters).
@@ -139,6 +141,34 @@ fn ssh_plan(account: &Account, wrapper: Option<WrapperAnalysis>) -> Result<Optio
         source,
         ssh,
     }))
+}
+
+/// The drop-in's `--target [user@]host[:port]` (or an account's `remoteHost`): this destination
+/// with the account's SSH settings (keys, known_hosts policy, keepalive, ProxyJump), resolved
+/// through `~/.ssh/config` as `ssh` would.
+pub async fn target_from_cli(target: &str, account: &Account) -> Result<SshTarget, ResolveError> {
+    let bad = || ResolveError::BadTarget {
+        target: target.to_string(),
+    };
+    let (user, host, port) = parse_jump(target.trim()).ok_or_else(bad)?;
+    if host.starts_with('-') {
+        return Err(bad());
+    }
+    let ssh = account.ssh.clone().unwrap_or_default();
+    let plan = SshPlan {
+        host,
+        user,
+        port,
+        identity_files: ssh.identity_files.iter().map(|p| p.display().to_string()).collect(),
+        proxy_jump: ssh.proxy_jump.clone(),
+        config_file: None,
+        options: BTreeMap::new(),
+        remote_cli: ssh.remote_cli_path.clone(),
+        db_path: None,
+        source: "--target".to_string(),
+        ssh,
+    };
+    resolve_target(&plan, &account.id).await
 }
 
 fn empty_analysis() -> WrapperAnalysis {
