@@ -30,7 +30,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Vec<Comparison> {
     write_random(&bulk, bulk_mb * 1024 * 1024, 99);
 
     let connection = Arc::new(runtime.block_on(ssh::connect(&sshd.target())).unwrap());
-    let files = Files::Remote(Arc::new(RemoteFiles::new(connection, Duration::from_secs(120))));
+    let files = Files::Remote(Arc::new(RemoteFiles::new(imsg_bridge::transport::link::Link::Direct(connection), Duration::from_secs(120))));
     let stager = |dir: PathBuf| Stager {
         dir,
         roots: vec![remote.display().to_string()],

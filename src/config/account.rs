@@ -32,6 +32,8 @@ const DEFAULT_PROBE_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_TEXT_CHUNK_LIMIT: u64 = 4000;
 const DEFAULT_GROUP_HISTORY_LIMIT: u32 = 50;
 const DEFAULT_SSH_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// A master outlives its last client by a minute, like a typical `ControlPersist 60`.
+const DEFAULT_SSH_CONTROL_PERSIST_MS: u64 = 60_000;
 const DEFAULT_SSH_KEEPALIVE_INTERVAL_MS: u64 = 15_000;
 const DEFAULT_SSH_KEEPALIVE_MAX: u32 = 3;
 const DEFAULT_SFTP_REQUEST_TIMEOUT_MS: u64 = 60_000;
@@ -401,6 +403,7 @@ impl Default for SshConfig {
             keepalive_interval_ms: DEFAULT_SSH_KEEPALIVE_INTERVAL_MS,
             keepalive_max: DEFAULT_SSH_KEEPALIVE_MAX,
             sftp_request_timeout_ms: DEFAULT_SFTP_REQUEST_TIMEOUT_MS,
+            control_persist_ms: DEFAULT_SSH_CONTROL_PERSIST_MS,
         }
     }
 }
@@ -439,6 +442,8 @@ fn parse_ssh(raw: &RawSsh, path: &str) -> Result<SshConfig, ConfigError> {
         .unwrap_or(DEFAULT_SSH_KEEPALIVE_MAX),
         sftp_request_timeout_ms: positive(raw.sftp_request_timeout_ms, &p("sftpRequestTimeoutMs"))?
             .unwrap_or(DEFAULT_SFTP_REQUEST_TIMEOUT_MS),
+        control_persist_ms: non_negative(raw.control_persist_ms, &p("controlPersistMs"))?
+            .unwrap_or(DEFAULT_SSH_CONTROL_PERSIST_MS),
     })
 }
 

@@ -151,6 +151,7 @@ pub struct RawSsh {
     pub keepalive_interval_ms: Option<i64>,
     pub keepalive_max: Option<i64>,
     pub sftp_request_timeout_ms: Option<i64>,
+    pub control_persist_ms: Option<i64>,
 }
 
 /// Our `bridge` section.

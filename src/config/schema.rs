@@ -93,6 +93,7 @@ pub static SSH: Obj = Obj {
         ("keepaliveIntervalMs", Shape::Leaf),
         ("keepaliveMax", Shape::Leaf),
         ("sftpRequestTimeoutMs", Shape::Leaf),
+        ("controlPersistMs", Shape::Leaf),
     ]],
     root_only: &[],
 };

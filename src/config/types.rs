@@ -231,6 +231,8 @@ pub struct SshConfig {
     pub keepalive_interval_ms: u64,
     pub keepalive_max: u32,
     pub sftp_request_timeout_ms: u64,
+    /// How long a connection-sharing master outlives its last client; 0 = no sharing (docs/ssh.md).
+    pub control_persist_ms: u64,
 }
 
 /// Our own `bridge` section.

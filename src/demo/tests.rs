@@ -61,7 +61,7 @@ impl Mac {
 
     async fn files(&self) -> Arc<RemoteFiles> {
         Arc::new(RemoteFiles::new(
-            Arc::new(self.connect().await),
+            crate::transport::link::Link::Direct(Arc::new(self.connect().await)),
             Duration::from_secs(30),
         ))
     }

@@ -225,7 +225,7 @@ fn connection_lost_during_staging(envelope: &crate::envelope::Envelope, files: &
         .media
         .iter()
         .any(|m| m.status == crate::envelope::MediaStatus::Failed);
-    failed && matches!(files, Files::Remote(remote) if remote.connection().is_closed())
+    failed && matches!(files, Files::Remote(remote) if remote.link().is_closed())
 }
 
 /// Keep the media cache within its bounds; cheap enough to run after each message with media.

@@ -10,7 +10,8 @@ use tokio::sync::{Mutex, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::transport::Peer;
-use crate::transport::ssh::{ExecEvent, Sftp, SftpError, SshConnection, quote};
+use crate::transport::link::Link;
+use crate::transport::ssh::{ExecEvent, Sftp, SftpError, quote};
 
 /// Bytes read per request from the source; SFTP pipelines several of these underneath.
 const CHUNK: usize = 256 * 1024;
@@ -90,14 +91,14 @@ impl Files {
     /// How attachment files are reached through `peer`: over its SSH connection, else in place.
     pub fn for_peer(peer: &Peer, sftp_timeout: Duration) -> Files {
         match peer.connection() {
-            Some(connection) => Files::remote(connection.clone(), sftp_timeout),
+            Some(connection) => Files::remote(Link::Direct(connection.clone()), sftp_timeout),
             None => Files::Local,
         }
     }
 
-    /// The Mac's files over `connection`; each SFTP request is bounded by `sftp_timeout`.
-    pub fn remote(connection: Arc<SshConnection>, sftp_timeout: Duration) -> Files {
-        Files::Remote(Arc::new(RemoteFiles::new(connection, sftp_timeout)))
+    /// The Mac's files over `link`; each SFTP request is bounded by `sftp_timeout`.
+    pub fn remote(link: Link, sftp_timeout: Duration) -> Files {
+        Files::Remote(Arc::new(RemoteFiles::new(link, sftp_timeout)))
     }
 
     pub async fn method(&self) -> Method {
@@ -175,9 +176,9 @@ async fn copy_limited(
     }
 }
 
-/// Files on the Mac, over the account's SSH connection.
+/// Files on the Mac, over the account's SSH connection (its own, or a shared one).
 pub struct RemoteFiles {
-    connection: Arc<SshConnection>,
+    link: Link,
     request_timeout: Duration,
     state: Mutex<SftpState>,
     pulls: Semaphore,
@@ -194,17 +195,17 @@ enum SftpState {
 impl RemoteFiles {
     /// `request_timeout` bounds each SFTP request (≥ 60 s: a slow relayed link may take long to
     /// fill the pipelined reads).
-    pub fn new(connection: Arc<SshConnection>, request_timeout: Duration) -> Self {
+    pub fn new(link: Link, request_timeout: Duration) -> Self {
         Self {
-            connection,
+            link,
             request_timeout,
             state: Mutex::new(SftpState::Closed),
             pulls: Semaphore::new(MAX_CONCURRENT_PULLS),
         }
     }
 
-    pub fn connection(&self) -> &Arc<SshConnection> {
-        &self.connection
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 
     pub async fn method(&self) -> Method {
@@ -222,20 +223,20 @@ impl RemoteFiles {
             SftpState::Refused => return None,
             SftpState::Closed => {}
         }
-        match self.connection.sftp(self.request_timeout).await {
+        match self.link.sftp(self.request_timeout).await {
             Ok(session) => {
                 let session = Arc::new(session);
                 *state = SftpState::Open(session.clone());
                 Some(session)
             }
             Err(SftpError::Refused) => {
-                info!(target = %self.connection.target().display(), "the server refused the sftp subsystem; reading files with cat over exec");
+                info!(target = %self.link.display(), "the server refused the sftp subsystem; reading files with cat over exec");
                 *state = SftpState::Refused;
                 None
             }
             Err(err) => {
                 // Not a refusal: leave it closed so the next use tries again, and use exec meanwhile.
-                warn!(target = %self.connection.target().display(), "cannot open sftp: {err}");
+                warn!(target = %self.link.display(), "cannot open sftp: {err}");
                 None
             }
         }
@@ -335,10 +336,11 @@ impl RemoteFiles {
              else printf 'OK %s\\n%s\\n' \"$(wc -c < \"$r\" | tr -d ' ')\" \"$r\"; fi",
             quote::quote(path)
         );
-        let captured =
-            crate::transport::ssh::exec::exec_capture(&self.connection, &command, self.request_timeout)
-                .await
-                .map_err(|e| FileError::Other(e.to_string()))?;
+        let captured = self
+            .link
+            .capture(&command, self.request_timeout)
+            .await
+            .map_err(|e| FileError::Other(e.to_string()))?;
         let mut lines = captured.stdout.lines();
         let first = lines.next().unwrap_or_default();
         match first.split_once(' ').map_or((first, ""), |(a, b)| (a, b)) {
@@ -368,7 +370,7 @@ impl RemoteFiles {
         out: &mut (impl AsyncWrite + Unpin + Send),
     ) -> Result<u64, FileError> {
         let command = format!("/bin/cat -- {}", quote::quote(real_path));
-        let mut exec = tokio::time::timeout(self.request_timeout, self.connection.exec(&command))
+        let mut exec = tokio::time::timeout(self.request_timeout, self.link.exec(&command))
             .await
             .map_err(|_| FileError::Timeout)?
             .map_err(|e| FileError::Other(e.to_string()))?;

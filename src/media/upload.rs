@@ -97,7 +97,7 @@ async fn exec_upload(
     let bytes = tokio::fs::metadata(local).await.map(|m| m.len()).unwrap_or(0);
     let other = |e: SshError| FileError::Other(e.to_string());
     // Returns once the server accepted the exec: the file is never written into a refused channel.
-    let mut exec = remote.connection().exec(&command).await.map_err(other)?;
+    let mut exec = remote.link().exec(&command).await.map_err(other)?;
     exec.send(source).await.map_err(other)?;
     exec.eof().await.map_err(other)?;
     let (mut stdout, mut status) = (Vec::new(), None);
@@ -136,20 +136,18 @@ pub async fn remove(remote: &RemoteFiles, uploaded: &Uploaded) {
         }
         None => {
             let command = format!("rm -rf -- {}", quote::quote(&uploaded.remote_dir));
-            crate::transport::ssh::exec::exec_capture(
-                remote.connection(),
-                &command,
-                std::time::Duration::from_secs(30),
-            )
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                if c.status == Some(0) {
-                    Ok(())
-                } else {
-                    Err(c.stderr)
-                }
-            })
+            remote
+                .link()
+                .capture(&command, std::time::Duration::from_secs(30))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    if c.status == Some(0) {
+                        Ok(())
+                    } else {
+                        Err(c.stderr)
+                    }
+                })
         }
     };
     match result {

@@ -215,7 +215,7 @@ impl Sender {
         let now = Instant::now();
         // A dead connection removes nothing: the session is ending, and its end records them. Until
         // then they wait a little, so the loop does not spin on them.
-        if remote.connection().is_closed() {
+        if remote.link().is_closed() {
             for staged in self.staged.iter_mut().filter(|s| s.due <= now) {
                 staged.due = now + CLOSED_RETRY;
             }
@@ -347,11 +347,11 @@ async fn remove_within(files: &Files, staged: Vec<Uploaded>, limit: Duration) ->
     let deadline = tokio::time::Instant::now() + limit;
     let mut left = Vec::new();
     for uploaded in staged {
-        let removed = !remote.connection().is_closed()
+        let removed = !remote.link().is_closed()
             && tokio::time::timeout_at(deadline, upload::remove(remote, &uploaded))
                 .await
                 .is_ok()
-            && !remote.connection().is_closed();
+            && !remote.link().is_closed();
         if !removed {
             left.push(uploaded);
         }

@@ -2,6 +2,8 @@
 //! decides which per account; `open` starts the peer and hands back a JSON-RPC client. Everything
 //! else that runs over the connection (SFTP, exec) is asked of the peer's `SshConnection`.
 
+pub mod control;
+pub mod link;
 pub mod process;
 pub mod resolve;
 pub mod ssh;

@@ -337,6 +337,22 @@ fn the_ssh_block_gets_its_defaults() {
 }
 
 #[test]
+fn connection_sharing_persists_a_minute_unless_set_and_zero_turns_it_off() {
+    let with = |ssh: &str| {
+        format!("{{channels: {{imessage: {{transport: 'ssh', ssh: {{host: 'mac', user: 'bot'{ssh}}}}}}}}}")
+    };
+    let default = config(&with("")).accounts[0].ssh.clone().expect("ssh block");
+    assert_eq!(default.control_persist_ms, 60_000);
+    let off = config(&with(", controlPersistMs: 0")).accounts[0]
+        .ssh
+        .clone()
+        .expect("ssh block");
+    assert_eq!(off.control_persist_ms, 0);
+    let err = error(&with(", controlPersistMs: -1")).to_string();
+    assert!(err.contains("controlPersistMs"), "{err}");
+}
+
+#[test]
 fn accounts_that_reach_the_same_backend_are_warned_about() {
     let cases: [(&str, &[&str]); 6] = [
         (

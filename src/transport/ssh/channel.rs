@@ -2,15 +2,19 @@
 //! (`imsg rpc`, the login-shell lookup, `cat` and upload fallbacks, doctor's probes). The channel is
 //! opened, the exec sent with want_reply, and the server's answer awaited before anything is written
 //! (a refused exec must not swallow a file on stdin); then stdin, stdout, stderr and the exit status
-//! are streamed as they come, without copying the data.
+//! are streamed as they come, without copying the data. The same channel types also carry a command
+//! a connection-sharing master runs for us (src/transport/control/), framed over its Unix socket.
 
 use std::ops::Deref;
 
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
 
 use super::{SshConnection, SshError};
+use crate::transport::control::protocol::{self, ToClient, ToMaster};
 
 /// The server's answer to a request sent with want_reply (exec, subsystem).
 pub(super) enum Reply {
@@ -49,8 +53,8 @@ impl SshConnection {
         }
         let (output, input) = channel.split();
         Ok(ExecChannel {
-            output: ExecOutput(output),
-            input: ExecInput(input),
+            output: ExecOutput(Output::Ssh(output)),
+            input: ExecInput(Input::Ssh(input)),
         })
     }
 }
@@ -64,6 +68,19 @@ pub struct ExecChannel {
 }
 
 impl ExecChannel {
+    /// A command the master runs for us: frames on `socket` after the master's `ok` answer.
+    /// `label` names the socket in errors.
+    pub(crate) fn over_control(socket: tokio::net::UnixStream, label: String) -> ExecChannel {
+        let (read, write) = socket.into_split();
+        ExecChannel {
+            output: ExecOutput(Output::Control(BufReader::new(read))),
+            input: ExecInput(Input::Control {
+                write: Mutex::new(write),
+                label,
+            }),
+        }
+    }
+
     /// What the command did next; None once the channel is closed.
     pub async fn next(&mut self) -> Option<ExecEvent> {
         self.output.next().await
@@ -92,55 +109,148 @@ impl ExecChannel {
 
 /// The reading side of a remote command.
 #[derive(Debug)]
-pub struct ExecOutput(ChannelReadHalf);
+pub struct ExecOutput(Output);
+
+#[derive(Debug)]
+enum Output {
+    Ssh(ChannelReadHalf),
+    Control(BufReader<OwnedReadHalf>),
+}
 
 impl ExecOutput {
     /// What the command did next; None once the channel is closed. Window adjustments and other
     /// channel bookkeeping are skipped.
     pub async fn next(&mut self) -> Option<ExecEvent> {
-        loop {
-            let message = self.0.wait().await?;
-            let event = match message {
-                ChannelMsg::Data { .. } => ExecEvent::Stdout(Chunk(message)),
-                // Extended data type 1 is stderr, the only type SSH defines.
-                ChannelMsg::ExtendedData { ext: 1, .. } => ExecEvent::Stderr(Chunk(message)),
-                ChannelMsg::ExitStatus { exit_status } => ExecEvent::Exited(exit_status as i32),
-                ChannelMsg::ExitSignal {
-                    signal_name,
-                    error_message,
-                    ..
-                } => ExecEvent::Killed {
-                    number: signal_number(&signal_name),
-                    signal: format!("{signal_name:?}"),
-                    message: error_message,
-                },
-                ChannelMsg::Eof => ExecEvent::Eof,
-                ChannelMsg::Close => return None,
-                _ => continue,
-            };
-            return Some(event);
+        match &mut self.0 {
+            Output::Ssh(read) => next_from_channel(read).await,
+            Output::Control(read) => next_from_control(read).await,
+        }
+    }
+}
+
+async fn next_from_channel(read: &mut ChannelReadHalf) -> Option<ExecEvent> {
+    loop {
+        let message = read.wait().await?;
+        let event = match message {
+            ChannelMsg::Data { .. } => ExecEvent::Stdout(Chunk(Bytes::Channel(message))),
+            // Extended data type 1 is stderr, the only type SSH defines.
+            ChannelMsg::ExtendedData { ext: 1, .. } => ExecEvent::Stderr(Chunk(Bytes::Channel(message))),
+            ChannelMsg::ExitStatus { exit_status } => ExecEvent::Exited(exit_status as i32),
+            ChannelMsg::ExitSignal {
+                signal_name,
+                error_message,
+                ..
+            } => ExecEvent::Killed {
+                number: signal_number(&signal_name),
+                signal: format!("{signal_name:?}"),
+                message: error_message,
+            },
+            ChannelMsg::Eof => ExecEvent::Eof,
+            ChannelMsg::Close => return None,
+            _ => continue,
+        };
+        return Some(event);
+    }
+}
+
+/// The master's frames; the end of the socket is the channel's close. A frame we cannot read ends
+/// the stream too (the master closes the channel when we go away).
+async fn next_from_control(read: &mut BufReader<OwnedReadHalf>) -> Option<ExecEvent> {
+    let (tag, payload) = match protocol::read_frame(read).await {
+        Ok(frame) => frame?,
+        Err(err) => {
+            tracing::debug!("control socket: {err}");
+            return None;
+        }
+    };
+    match ToClient::decode(tag, payload) {
+        Ok(ToClient::Stdout(data)) => Some(ExecEvent::Stdout(Chunk(Bytes::Owned(data)))),
+        Ok(ToClient::Stderr(data)) => Some(ExecEvent::Stderr(Chunk(Bytes::Owned(data)))),
+        Ok(ToClient::Exited(code)) => Some(ExecEvent::Exited(code)),
+        Ok(ToClient::Killed {
+            number,
+            signal,
+            message,
+        }) => Some(ExecEvent::Killed {
+            signal,
+            number,
+            message,
+        }),
+        Ok(ToClient::Eof) => Some(ExecEvent::Eof),
+        Err(err) => {
+            tracing::debug!("{err}");
+            None
         }
     }
 }
 
 /// The writing side of a remote command: its stdin, and the channel's close.
 #[derive(Debug)]
-pub struct ExecInput(ChannelWriteHalf<Msg>);
+pub struct ExecInput(Input);
+
+#[derive(Debug)]
+enum Input {
+    Ssh(ChannelWriteHalf<Msg>),
+    /// Frames to the master; the lock keeps one frame whole when several tasks write.
+    Control {
+        write: Mutex<OwnedWriteHalf>,
+        label: String,
+    },
+}
+
+/// Stdin is read and framed in pieces of this size.
+const STDIN_PIECE: usize = 32 * 1024;
 
 impl ExecInput {
     /// Write everything `data` yields to the command's stdin (waits for the window as needed).
-    pub async fn send(&self, data: impl AsyncRead + Unpin) -> Result<(), SshError> {
-        Ok(self.0.data(data).await?)
+    pub async fn send(&self, mut data: impl AsyncRead + Unpin) -> Result<(), SshError> {
+        match &self.0 {
+            Input::Ssh(write) => Ok(write.data(data).await?),
+            Input::Control { label, .. } => {
+                let mut buf = vec![0u8; STDIN_PIECE];
+                loop {
+                    let n = data.read(&mut buf).await.map_err(|e| control_error(label, e))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.write_frame(ToMaster::Stdin(buf[..n].to_vec())).await?;
+                }
+            }
+        }
     }
 
     /// End of the command's stdin.
     pub async fn eof(&self) -> Result<(), SshError> {
-        Ok(self.0.eof().await?)
+        match &self.0 {
+            Input::Ssh(write) => Ok(write.eof().await?),
+            Input::Control { .. } => self.write_frame(ToMaster::StdinEof).await,
+        }
     }
 
     /// Close the channel.
     pub async fn close(&self) -> Result<(), SshError> {
-        Ok(self.0.close().await?)
+        match &self.0 {
+            Input::Ssh(write) => Ok(write.close().await?),
+            Input::Control { .. } => self.write_frame(ToMaster::Close).await,
+        }
+    }
+
+    async fn write_frame(&self, frame: ToMaster) -> Result<(), SshError> {
+        let Input::Control { write, label } = &self.0 else {
+            return Ok(());
+        };
+        let mut write = write.lock().await;
+        write
+            .write_all(&frame.encode())
+            .await
+            .map_err(|e| control_error(label, e))
+    }
+}
+
+fn control_error(label: &str, source: std::io::Error) -> SshError {
+    SshError::ControlSocket {
+        socket: label.to_string(),
+        source,
     }
 }
 
@@ -162,18 +272,28 @@ pub enum ExecEvent {
     Eof,
 }
 
-/// Bytes a remote command wrote, as they arrived on the channel (not copied).
+/// Bytes a remote command wrote, as they arrived on the channel (not copied), or as the master's
+/// frame carried them.
 #[derive(Debug)]
-pub struct Chunk(ChannelMsg);
+pub struct Chunk(Bytes);
+
+#[derive(Debug)]
+enum Bytes {
+    Channel(ChannelMsg),
+    Owned(Vec<u8>),
+}
 
 impl Deref for Chunk {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.as_ref(),
-            // Only data messages are ever wrapped (see `ExecOutput::next`).
-            _ => &[],
+            Bytes::Channel(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
+                data.as_ref()
+            }
+            // Only data messages are ever wrapped (see `next_from_channel`).
+            Bytes::Channel(_) => &[],
+            Bytes::Owned(data) => data,
         }
     }
 }
@@ -203,14 +323,15 @@ mod tests {
     fn a_chunk_reads_as_the_bytes_that_arrived_without_copying_them() {
         let bytes = b"hello from the mac".to_vec();
         let start = bytes.as_ptr();
-        let chunk = Chunk(ChannelMsg::Data { data: bytes.into() });
+        let chunk = Chunk(Bytes::Channel(ChannelMsg::Data { data: bytes.into() }));
         assert_eq!(&*chunk, b"hello from the mac");
         assert_eq!(chunk.as_ptr(), start, "the chunk is the buffer that arrived");
-        let stderr = Chunk(ChannelMsg::ExtendedData {
+        let stderr = Chunk(Bytes::Channel(ChannelMsg::ExtendedData {
             data: b"oops".to_vec().into(),
             ext: 1,
-        });
+        }));
         assert_eq!(&*stderr, b"oops");
+        assert_eq!(&*Chunk(Bytes::Owned(b"framed".to_vec())), b"framed");
     }
 
     #[test]

@@ -119,6 +119,15 @@ pub enum SshError {
     ExecRefused { command: String },
     #[error("ssh: {0}")]
     Ssh(#[from] russh::Error),
+    /// The connection-sharing master's one-line error: the text a direct connection would show.
+    #[error("{0}")]
+    Shared(String),
+    #[error("control socket {socket}: {source}")]
+    ControlSocket {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Facts about an established connection, for logs, status and doctor.

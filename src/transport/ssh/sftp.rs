@@ -13,6 +13,9 @@ use russh_sftp::client::{Config, SftpSession};
 use russh_sftp::protocol::{FileAttributes, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use russh::ChannelStream;
+use russh::client::Msg;
+
 use super::SshConnection;
 use super::channel::{Reply, wait_reply};
 
@@ -68,24 +71,22 @@ impl SshConnection {
     /// Start the `sftp` subsystem on a new channel of this connection; each request then times out
     /// after `request_timeout` (whole seconds, at least one).
     pub async fn sftp(&self, request_timeout: Duration) -> Result<Sftp, SftpError> {
+        Sftp::over_stream(self.sftp_channel().await?, request_timeout).await
+    }
+
+    /// The raw byte stream of a new `sftp` subsystem channel: a sharing master pipes it to a
+    /// client, which runs the SFTP client over its socket.
+    pub async fn sftp_channel(&self) -> Result<ChannelStream<Msg>, SftpError> {
         let session = |e: russh::Error| SftpError::Session(e.to_string());
         let mut channel = self.handle.channel_open_session().await.map_err(session)?;
         channel.request_subsystem(true, "sftp").await.map_err(session)?;
         match wait_reply(&mut channel).await {
-            Reply::Accepted => {}
-            Reply::Refused => return Err(SftpError::Refused),
-            Reply::Closed => {
-                return Err(SftpError::Session(
-                    "the channel closed before the sftp subsystem started".into(),
-                ));
-            }
+            Reply::Accepted => Ok(channel.into_stream()),
+            Reply::Refused => Err(SftpError::Refused),
+            Reply::Closed => Err(SftpError::Session(
+                "the channel closed before the sftp subsystem started".into(),
+            )),
         }
-        let config = Config {
-            request_timeout_secs: request_timeout.as_secs().max(1),
-            ..Default::default()
-        };
-        let session = SftpSession::new_with_config(channel.into_stream(), config).await?;
-        Ok(Sftp { session })
     }
 }
 
@@ -109,6 +110,21 @@ impl std::fmt::Debug for Sftp {
 }
 
 impl Sftp {
+    /// The SFTP client over any byte stream that reaches an `sftp` server: a subsystem channel, or
+    /// a sharing master's socket piped to one. Each request times out after `request_timeout`
+    /// (whole seconds, at least one).
+    pub async fn over_stream<S>(stream: S, request_timeout: Duration) -> Result<Sftp, SftpError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = Config {
+            request_timeout_secs: request_timeout.as_secs().max(1),
+            ..Default::default()
+        };
+        let session = SftpSession::new_with_config(stream, config).await?;
+        Ok(Sftp { session })
+    }
+
     /// The absolute path with symlinks and `..` resolved on the server (`.` is the login's home).
     pub async fn realpath(&self, path: &str) -> Result<String, SftpError> {
         Ok(self.session.canonicalize(path).await?)
