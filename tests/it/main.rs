@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod demo;
 mod doctor;
+mod dropin;
 mod fleet;
 mod guide;
 mod media;
