@@ -17,6 +17,8 @@ use crate::transport::resolve::{self, Plan};
 use crate::transport::ssh::{self, SshConnection, SshError};
 use crate::transport::wrapper;
 
+mod openclaw;
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// One JSON object instead of the table
@@ -111,6 +113,8 @@ async fn run_checks(config: &Config, account: &Account, args: &DoctorArgs) -> Re
             Some("see docs/configuration.md"),
         );
     }
+
+    openclaw_check(&mut r, config, account);
 
     // Wrapper analysis.
     let plan = match resolve::plan(account) {
@@ -250,6 +254,30 @@ async fn run_checks(config: &Config, account: &Account, args: &DoctorArgs) -> Re
     peer.stop(&rpc).await;
     local_checks(&mut r, config, &plan);
     r
+}
+
+/// Whether OpenClaw's openclaw.json would drop the attachments the drop-in pulls (warn, never fail:
+/// the bridge itself works either way).
+fn openclaw_check(r: &mut Report, config: &Config, account: &Account) {
+    let home = crate::util::home_dir();
+    let Some(file) = openclaw::locate(config.path.as_deref(), home.as_deref()) else {
+        r.skip(
+            "openclaw",
+            "no openclaw.json (the config given is none, and ~/.openclaw/openclaw.json does not exist)",
+        );
+        return;
+    };
+    let state_dir =
+        std::path::absolute(&config.bridge.state_dir).unwrap_or_else(|_| config.bridge.state_dir.clone());
+    let bridge = openclaw::Bridge {
+        state_dir: &state_dir,
+        account: &account.id,
+    };
+    match openclaw::check_file(&file, &bridge) {
+        openclaw::Verdict::Skip(detail) => r.skip("openclaw", detail),
+        openclaw::Verdict::Ok(detail) => r.ok("openclaw", detail),
+        openclaw::Verdict::Warn { detail, remedy } => r.add("openclaw", Status::Warn, detail, Some(&remedy)),
+    }
 }
 
 async fn ssh_checks(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> Option<SshConnection> {
