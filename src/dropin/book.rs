@@ -43,6 +43,15 @@ enum Pending {
     },
     /// Ours: a subscription re-made after the link came back.
     Resubscribe { client_sub: i64 },
+    /// Ours: where "now" is, for a client's subscription that gave no cursor (held until known).
+    Floor { held: Frame, step: FloorStep },
+}
+
+/// The two questions that find the newest row: the most recent chat, then its newest message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FloorStep {
+    Chats,
+    History,
 }
 
 /// A subscription the client holds.
@@ -62,6 +71,8 @@ pub enum Answer {
     Client { frame: Frame, method: String },
     /// One of ours, consumed here.
     Own,
+    /// One of ours, answered by sending this to imsg (the next question, or the held request).
+    Send(Frame),
     /// No request of that id: forwarded as it came.
     Unknown,
 }
@@ -117,6 +128,66 @@ impl Book {
         frame
     }
 
+    /// A `watch.subscribe` without a cursor starts at imsg's newest row, which a resumed watch
+    /// could not name: ask imsg for that row first and subscribe from it, so rows that arrive while
+    /// the link is down before the first delivery are not lost. Returns the first question.
+    pub fn subscribe_from_now(&mut self, held: Frame) -> Frame {
+        let id = self.take_id();
+        self.pending.insert(
+            id,
+            Pending::Floor {
+                held,
+                step: FloorStep::Chats,
+            },
+        );
+        Frame::request(id, "chats.list", serde_json::json!({"limit": 1}))
+    }
+
+    /// Whether a client request is a subscription without a cursor.
+    pub fn wants_floor(frame: &Frame) -> bool {
+        frame.method.as_deref() == Some("watch.subscribe")
+            && frame
+                .params
+                .as_ref()
+                .and_then(view::<SubscribeParams>)
+                .unwrap_or_default()
+                .since_rowid
+                .is_none_or(|rowid| rowid == 0)
+    }
+
+    /// The next step of the floor probe, or the held subscription with its cursor (as it came,
+    /// when imsg could not tell: then it starts at imsg's newest row, as asked).
+    fn floor_answer(&mut self, held: Frame, step: FloorStep, result: Option<&Value>) -> Frame {
+        match (step, result) {
+            (FloorStep::Chats, Some(result)) => {
+                let chat = result["chats"][0]["id"].as_i64();
+                match chat {
+                    Some(chat) => {
+                        let id = self.take_id();
+                        self.pending.insert(
+                            id,
+                            Pending::Floor {
+                                held,
+                                step: FloorStep::History,
+                            },
+                        );
+                        Frame::request(
+                            id,
+                            "messages.history",
+                            serde_json::json!({"chat_id": chat, "limit": 1}),
+                        )
+                    }
+                    None => self.request(held),
+                }
+            }
+            (FloorStep::History, Some(result)) => match result["messages"][0]["id"].as_i64() {
+                Some(row) => self.request(with_cursor(held, row)),
+                None => self.request(held),
+            },
+            (_, None) => self.request(held),
+        }
+    }
+
     fn take_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -167,6 +238,9 @@ impl Book {
                 }
                 frame.id = Some(id);
                 Answer::Client { frame, method }
+            }
+            Pending::Floor { held, step } => {
+                Answer::Send(self.floor_answer(held, step, frame.result.as_ref()))
             }
             Pending::Resubscribe { client_sub } => {
                 let upstream = subscription_of(frame.result.as_ref());
@@ -265,6 +339,11 @@ impl Book {
             .drain()
             .filter_map(|(ours, pending)| match pending {
                 Pending::Client { id, method, .. } => Some((ours, lost_answer(id, &method, reason))),
+                Pending::Floor { held, .. } => {
+                    let id = held.id.unwrap_or(Value::Null);
+                    let method = held.method.unwrap_or_default();
+                    Some((ours, lost_answer(id, &method, reason)))
+                }
                 Pending::Resubscribe { .. } => None,
             })
             .collect();
@@ -282,6 +361,18 @@ impl Book {
             .filter(|p| matches!(p, Pending::Client { .. }))
             .count()
     }
+}
+
+/// A held `watch.subscribe` with `since_rowid` set.
+fn with_cursor(mut held: Frame, row: i64) -> Frame {
+    let mut params = held
+        .params
+        .as_ref()
+        .and_then(view::<SubscribeParams>)
+        .unwrap_or_default();
+    params.since_rowid = Some(row);
+    held.params = Some(value_of(&params));
+    held
 }
 
 /// The subscription id in a `watch.subscribe` result.
@@ -452,6 +543,59 @@ mod tests {
         ));
         assert_eq!(book.client_subscription(2), None);
         assert_eq!(book.message(message(2, 5)), Delivery::Unknown);
+    }
+
+    #[test]
+    fn a_subscription_without_a_cursor_starts_from_the_newest_row_imsg_names() {
+        let mut book = Book::default();
+        let client =
+            frame(json!({"jsonrpc":"2.0","id":"s","method":"watch.subscribe","params":{"attachments":true}}));
+        assert!(Book::wants_floor(&client));
+        let chats = book.subscribe_from_now(client);
+        assert_eq!(chats.method.as_deref(), Some("chats.list"));
+        let Answer::Send(history) = book.answer(frame(
+            json!({"jsonrpc":"2.0","id": chats.id,"result":{"chats":[{"id":7}]}}),
+        )) else {
+            panic!()
+        };
+        assert_eq!(history.params, Some(json!({"chat_id": 7, "limit": 1})));
+        let Answer::Send(subscribe) = book.answer(frame(
+            json!({"jsonrpc":"2.0","id": history.id,"result":{"messages":[{"id":420}]}}),
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            subscribe.params,
+            Some(json!({"attachments": true, "since_rowid": 420}))
+        );
+        let Answer::Client { frame: answered, .. } = book.answer(frame(
+            json!({"jsonrpc":"2.0","id": subscribe.id,"result":{"subscription":1}}),
+        )) else {
+            panic!()
+        };
+        assert_eq!(answered.id, Some(json!("s")));
+        let (_, again) = book.lost("cut");
+        assert_eq!(
+            again[0].params,
+            Some(json!({"attachments": true, "since_rowid": 420}))
+        );
+    }
+
+    #[test]
+    fn an_empty_database_subscribes_as_the_client_asked() {
+        let mut book = Book::default();
+        let chats =
+            book.subscribe_from_now(frame(json!({"jsonrpc":"2.0","id":1,"method":"watch.subscribe"})));
+        let Answer::Send(subscribe) = book.answer(frame(
+            json!({"jsonrpc":"2.0","id": chats.id,"result":{"chats":[]}}),
+        )) else {
+            panic!()
+        };
+        assert_eq!(subscribe.method.as_deref(), Some("watch.subscribe"));
+        assert_eq!(subscribe.params, None);
+        assert!(!Book::wants_floor(&frame(
+            json!({"jsonrpc":"2.0","id":1,"method":"watch.subscribe","params":{"since_rowid":5}})
+        )));
     }
 
     #[test]

@@ -287,7 +287,11 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
             Ok(ready) => ready,
             Err(answer) => return self.write_frames(&[*answer]).await,
         };
-        let frame = self.book.request(frame);
+        let frame = if Book::wants_floor(&frame) {
+            self.book.subscribe_from_now(frame)
+        } else {
+            self.book.request(frame)
+        };
         if let (Some(id), false) = (frame.id.as_ref().and_then(|v| v.as_u64()), uploaded.is_empty()) {
             self.uploads.insert(id, uploaded);
         }
@@ -349,6 +353,10 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
                 self.release_held(upstream).await
             }
             Answer::Own => self.release_held(upstream).await,
+            Answer::Send(next) => {
+                upstream.send(next.to_line()).await;
+                Ok(())
+            }
             Answer::Unknown => self.write_raw(&line).await,
         }
     }
