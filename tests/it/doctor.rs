@@ -75,6 +75,7 @@ fn a_healthy_setup_passes_every_check_in_order() {
         ids,
         vec![
             "config",
+            "openclaw",
             "wrapper",
             "reach",
             "ssh.handshake",
@@ -222,4 +223,56 @@ fn refuses_an_unknown_host_key_and_skips_what_depends_on_it() {
         "ok",
         "checks go on after a failure"
     );
+}
+
+/// An openclaw.json whose cliPath execs the drop-in: a leftover remoteHost and roots that miss the
+/// media cache warn (not fail) with the exact entry to add; fixed, the row is ok. The Mac is never
+/// reached (a closed port), which the row does not depend on.
+#[test]
+fn warns_when_openclaw_json_would_drop_the_drop_ins_attachments() {
+    let mac = SimMac::new();
+    let wrapper = mac.dir.path().join("imsg-mac");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nexec imsg-bridge --target bot@mac imsg \"$@\"\n",
+    )
+    .unwrap();
+    let state = mac.state_dir();
+    let inbound = state.join("media/inbound");
+    let write = |extra: &str| {
+        let path = mac.dir.path().join("openclaw.json");
+        std::fs::write(
+            &path,
+            format!(
+                "{{ channels: {{ imessage: {{ cliPath: {cli:?}, {extra}
+                     ssh: {{ host: \"127.0.0.1\", port: 1, user: \"bot\", connectTimeoutMs: 2000 }} }} }},
+                   bridge: {{ stateDir: {state:?} }} }}",
+                cli = wrapper.display().to_string(),
+                state = state.display().to_string(),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (_, checks) = doctor(&write("remoteHost: \"bot@mac\","), &[]);
+    let row = check(&checks, "openclaw");
+    assert_eq!(row["status"], "warn", "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("channels.imessage.remoteHost is still set"),
+        "{detail}"
+    );
+    assert!(detail.contains("channels.imessage.attachmentRoots"), "{detail}");
+    let remedy = row["remedy"].as_str().unwrap();
+    let entry = format!(
+        "add {:?} to channels.imessage.attachmentRoots",
+        inbound.display().to_string()
+    );
+    assert!(remedy.contains(&entry), "{remedy}");
+    assert!(remedy.contains("remove channels.imessage.remoteHost"), "{remedy}");
+
+    let fixed = format!("attachmentRoots: [{:?}],", inbound.display().to_string());
+    let (_, checks) = doctor(&write(&fixed), &[]);
+    let row = check(&checks, "openclaw");
+    assert_eq!(row["status"], "ok", "{row}");
 }
