@@ -4,6 +4,7 @@
 mod account;
 mod attachments;
 mod chats;
+mod control;
 mod demo;
 mod detect;
 mod doctor;
@@ -80,6 +81,9 @@ enum Command {
     /// Attachment sync diagnostics: `check` the newest attachments, `pull` one message's files
     #[command(subcommand)]
     Attachments(attachments::AttachmentsCommand),
+    /// Share one SSH connection with `imsg` drop-ins over a control socket (started by them)
+    #[command(hide = true)]
+    ControlMaster(control::ControlMasterArgs),
 }
 
 /// Errors that carry their own exit code.
@@ -158,6 +162,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Attachments(command) => {
             attachments::run(&config, select_account(&config, cli.account.as_deref())?, command).await
+        }
+        Command::ControlMaster(args) => {
+            let account = select_account(&config, cli.account.as_deref())?;
+            control::control_master(&config, account, cli.target.as_deref(), args).await
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::channel::ChannelRuntime;
 use super::control::BridgeControl;
@@ -26,7 +26,8 @@ use crate::policy::Settings;
 use crate::sink::Sink;
 use crate::sink::reply::Outboxes;
 use crate::state::CursorStore;
-use crate::transport::resolve::{self, ResolveError};
+use crate::transport::control::{self, server};
+use crate::transport::resolve::{self, Plan, ResolveError, SshPlan};
 
 /// How a fleet runs. `Default` runs every enabled account with the configured sink.
 pub struct FleetOptions {
@@ -168,6 +169,51 @@ pub async fn run(
     fleet.start_all(selected);
     fleet.supervise(&options.reload).await;
     Ok(fleet.finish().await)
+}
+
+/// How long `run` waits before it tries again to be the master of an account's socket that another
+/// master (a drop-in's, started before `run`) holds.
+const SHARING_RETRY: Duration = Duration::from_secs(5);
+
+/// `run` is the connection-sharing master of its SSH accounts (docs/ssh.md, "Connection sharing"):
+/// `imsg-bridge imsg` processes for the same Mac use its socket instead of starting a master. It
+/// serves until the account stops, with its own connection made on the first request.
+async fn share_connection(plan: SshPlan, account: String, state_dir: PathBuf, cancel: CancellationToken) {
+    let target = match resolve::resolve_target(&plan, &account).await {
+        Ok(target) => target,
+        Err(err) => {
+            debug!(account = %account, "connection sharing off: {err}");
+            return;
+        }
+    };
+    let socket = match control::prepare(&state_dir, &target) {
+        Ok(socket) => socket,
+        Err(err) if err.is_unsafe() => {
+            warn!(account = %account, "{err}");
+            return;
+        }
+        Err(err) => {
+            debug!(account = %account, "connection sharing off: {err}");
+            return;
+        }
+    };
+    loop {
+        let served = server::serve_with(
+            target.clone(),
+            &socket,
+            Duration::MAX,
+            server::Connect::OnDemand,
+            cancel.clone(),
+        )
+        .await;
+        if let Err(err) = served {
+            warn!(account = %account, "connection sharing: {err}");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(SHARING_RETRY) => {}
+        }
+    }
 }
 
 /// Resolve what `run` and the one-shot commands need from an account (decides its transport).
@@ -351,6 +397,17 @@ impl Fleet<'_> {
         let own = self.cancel.child_token();
         let outbox = self.resources.outboxes.open(&account.id);
         let (resources, stop, id) = (self.resources.clone(), own.clone(), account.id.clone());
+        if let Plan::Ssh(plan) = &account.plan
+            && plan.ssh.control_persist_ms > 0
+        {
+            let sharing = share_connection(
+                (**plan).clone(),
+                account.id.clone(),
+                account.channel.state_dir.clone(),
+                own.clone(),
+            );
+            self.tasks.spawn(sharing);
+        }
         let task = self.joins.spawn(self.tasks.track_future(async move {
             let FleetResources {
                 cursors,

@@ -48,6 +48,27 @@ pub async fn serve(
     persist: Duration,
     cancel: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with(target, socket, persist, Connect::Eagerly, cancel).await
+}
+
+/// When the master makes its SSH connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// At once: a spawned master exists because a client is about to ask.
+    Eagerly,
+    /// At the first request: `run` serves its accounts' sockets whether or not a drop-in comes.
+    OnDemand,
+}
+
+/// [`serve`], choosing when to connect. A `persist` too long to add to the clock (`Duration::MAX`)
+/// never times out.
+pub async fn serve_with(
+    target: SshTarget,
+    socket: &Path,
+    persist: Duration,
+    connect: Connect,
+    cancel: CancellationToken,
+) -> Result<(), ServeError> {
     let Some(lock) = take_lock(socket)? else {
         debug!(socket = %socket.display(), "another master holds the lock; leaving it to serve");
         return Ok(());
@@ -76,7 +97,7 @@ pub async fn serve(
     });
     let tracker = TaskTracker::new();
     let tasks = cancel.child_token();
-    {
+    if connect == Connect::Eagerly {
         // Connect now, so the first client waits less; a failure is reported to each client.
         let master = master.clone();
         let tasks = tasks.clone();
@@ -94,7 +115,7 @@ pub async fn serve(
     let active_tx = Arc::new(active_tx);
     let mut idle_since = Some(Instant::now());
     loop {
-        let deadline = idle_since.map(|since| since + persist);
+        let deadline = idle_since.and_then(|since| since.checked_add(persist));
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } }, if deadline.is_some() => {
