@@ -12,6 +12,7 @@ mod backlog;
 mod channel;
 mod client;
 mod config;
+mod control;
 mod demo;
 mod doctor;
 mod dropin;
