@@ -262,11 +262,11 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
                 biased;
                 () = cancel.cancelled() => return Ok(Outcome::Stopped),
                 line = upstream.next() => match line {
-                    Some(line) => self.from_imsg(line, upstream).await?,
+                    Some(line) => self.on_imsg_line(line, upstream).await?,
                     None => return Ok(Outcome::Ended(upstream.ended().await)),
                 },
                 line = self.client.recv(), if self.client_open => match line {
-                    Some(line) => self.from_client(line, upstream).await?,
+                    Some(line) => self.on_client_line(line, upstream).await?,
                     None => {
                         debug!("the client closed its side; imsg's stdin follows");
                         self.client_open = false;
@@ -278,7 +278,7 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         }
     }
 
-    async fn from_client(&mut self, line: Vec<u8>, upstream: &Upstream) -> Result<(), DropinError> {
+    async fn on_client_line(&mut self, line: Vec<u8>, upstream: &Upstream) -> Result<(), DropinError> {
         let Some(frame) = Frame::parse(&line).filter(|f| f.kind() == Kind::Request) else {
             upstream.send(line).await;
             return Ok(());
@@ -326,7 +326,7 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         }
     }
 
-    async fn from_imsg(&mut self, line: Vec<u8>, upstream: &Upstream) -> Result<(), DropinError> {
+    async fn on_imsg_line(&mut self, line: Vec<u8>, upstream: &Upstream) -> Result<(), DropinError> {
         let Some(frame) = Frame::parse(&line) else {
             return self.write_raw(&line).await;
         };
@@ -350,9 +350,9 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
                     self.pull_result(&mut frame).await;
                 }
                 self.write_frames(&[frame]).await?;
-                self.release_held(upstream).await
+                self.release_held().await
             }
-            Answer::Own => self.release_held(upstream).await,
+            Answer::Own => self.release_held().await,
             Answer::Send(next) => {
                 upstream.send(next.to_line()).await;
                 Ok(())
@@ -361,9 +361,9 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         }
     }
 
-    async fn release_held(&mut self, upstream: &Upstream) -> Result<(), DropinError> {
+    async fn release_held(&mut self) -> Result<(), DropinError> {
         for params in self.book.release_held() {
-            self.deliver(params, upstream).await?;
+            self.deliver(params).await?;
         }
         Ok(())
     }
@@ -377,7 +377,7 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         let method = frame.method.clone().unwrap_or_default();
         match method.as_str() {
             "message" => match frame.params.as_ref().and_then(view::<MessageParams>) {
-                Some(params) => self.deliver(params, upstream).await,
+                Some(params) => self.deliver(params).await,
                 None => self.write_raw(&line).await,
             },
             "watch.overflow" => {
@@ -416,7 +416,7 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         self.book.client_subscription(with.subscription.as_i64()?)
     }
 
-    async fn deliver(&mut self, params: MessageParams, _upstream: &Upstream) -> Result<(), DropinError> {
+    async fn deliver(&mut self, params: MessageParams) -> Result<(), DropinError> {
         match self.book.message(params.clone()) {
             Delivery::Forward(mut params) => {
                 self.pull(&mut params.message).await;
