@@ -14,6 +14,7 @@
 //! - [`attachments`]: storing attachment files beside the database, MIME types, `missing`.
 //! - [`shapes`]: the pure JSON builders for Chat, Message, Attachment and Reaction objects.
 //! - [`query`]: the read queries behind `chats.*`, `messages.*` and the watch.
+//! - [`chat_guid`]: reading a chat guid the way Messages does (`any;-;HANDLE` finds `iMessage;-;HANDLE`).
 //! - [`params`]: strict and lenient JSON-RPC parameter readers.
 //! - [`protocol`]: JSON-RPC framing: request validation, response and notification lines.
 //! - [`faults`]: the fault-injection knobs.
@@ -22,6 +23,7 @@
 //! - [`cli`]: the `imsg-sim` command line; [`imsg_cli`] holds the texts where it plays `imsg` itself.
 
 pub mod attachments;
+mod chat_guid;
 pub mod cli;
 pub mod db;
 mod error;

@@ -13,6 +13,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::{Value, json};
 
 use crate::sim::attachments::{self, StoredFile};
+use crate::sim::chat_guid;
 use crate::sim::db::{self, ChatRef, NewMessage, SELF_HANDLE};
 use crate::sim::faults::{
     ECHO_RACE_FLIP_DELAY, NOT_AUTHORIZED_ERROR, SEND_FAILS_DETAIL, SEND_TIMEOUT_DETAIL,
@@ -61,9 +62,17 @@ const STRICT_KEYS: &[&str] = &[
 /// Where a send goes.
 #[derive(Debug, Clone)]
 enum Target {
-    Direct { handle: String, service: Service },
+    Direct {
+        handle: String,
+        service: Service,
+    },
     ChatId(i64),
-    ChatGuid(String),
+    /// A chat guid in any spelling Messages accepts (`any;-;HANDLE`, …), resolved by
+    /// [`chat_guid::resolve`] with `region` for the handle.
+    ChatGuid {
+        guid: String,
+        region: String,
+    },
     ChatIdentifier(String),
 }
 
@@ -208,7 +217,7 @@ fn validate(p: &Params) -> Result<SendRequest, RpcError> {
             service,
         },
         (None, Some(id), ..) => Target::ChatId(id),
-        (None, None, Some(guid), _) => Target::ChatGuid(guid),
+        (None, None, Some(guid), _) => Target::ChatGuid { guid, region },
         (None, None, None, Some(ident)) => match handle_like(&ident) {
             Some((handle, prefixed)) => Target::Direct {
                 handle: normalize_handle(&handle, &region),
@@ -353,10 +362,12 @@ fn write_rows(
             Some(info) => chat_ref(info),
             None => return Ok(Err(SendFailure::UnknownChatId(*id))),
         },
-        Target::ChatGuid(guid) => match query::chat_info(&tx, ChatKey::Guid(guid))? {
-            Some(info) => chat_ref(info),
-            None => return Ok(Err(SendFailure::NoSuchChat(guid.clone()))),
-        },
+        Target::ChatGuid { guid, region } => {
+            match chat_guid::resolve(&tx, guid, |h| normalize_handle(h, region))? {
+                Some(info) => chat_ref(info),
+                None => return Ok(Err(SendFailure::NoSuchChat(guid.clone()))),
+            }
+        }
         Target::ChatIdentifier(ident) => match query::chat_info(&tx, ChatKey::Identifier(ident))? {
             Some(info) => chat_ref(info),
             None => return Ok(Err(SendFailure::NoSuchChat(ident.clone()))),
