@@ -2,7 +2,6 @@
 //! what users run today, one `scp` per file. Small files (50 × 100 KB) and one bulk file (256 MB).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use imsg_bridge::imsg::{Attachment, Message};
 use imsg_bridge::media::{Files, RemoteFiles, Stager};
 use imsg_bridge::transport::ssh;
 
+use crate::remote::{scp, write_random};
 use crate::report::{Comparison, Samples};
 use crate::sshd::Sshd;
 
@@ -30,7 +30,10 @@ pub fn run(runtime: &tokio::runtime::Runtime, work: &Path) -> Vec<Comparison> {
     write_random(&bulk, bulk_mb * 1024 * 1024, 99);
 
     let connection = Arc::new(runtime.block_on(ssh::connect(&sshd.target())).unwrap());
-    let files = Files::Remote(Arc::new(RemoteFiles::new(imsg_bridge::transport::link::Link::Direct(connection), Duration::from_secs(120))));
+    let files = Files::Remote(Arc::new(RemoteFiles::new(
+        imsg_bridge::transport::link::Link::Direct(connection),
+        Duration::from_secs(120),
+    )));
     let stager = |dir: PathBuf| Stager {
         dir,
         roots: vec![remote.display().to_string()],
@@ -118,41 +121,4 @@ fn message_with(paths: &[PathBuf]) -> Message {
             .collect(),
         ..Message::default()
     }
-}
-
-/// What OpenClaw runs per attachment (reference §4.5), against the same server.
-fn scp(sshd: &Sshd, file: &Path, out: &Path) {
-    let status = Command::new("scp")
-        .args([
-            "-q",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-P",
-        ])
-        .arg(sshd.port.to_string())
-        .arg("-i")
-        .arg(&sshd.client_key)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sshd.known_hosts.display()))
-        .arg("--")
-        .arg(format!("{}@127.0.0.1:{}", sshd.user, file.display()))
-        .arg(out.join("download"))
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn write_random(path: &Path, len: usize, seed: u64) {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    std::fs::write(path, bytes).unwrap();
 }

@@ -6,6 +6,7 @@
 
 mod attachments;
 mod catchup;
+mod dropin;
 mod latency;
 mod pipeline;
 mod remote;
@@ -73,6 +74,15 @@ fn main() {
     }
     if selected("attachments") {
         rows.extend(attachments::run(&runtime, work.path()));
+    }
+    if selected("dropin-send") {
+        rows.push(dropin::send(work.path()));
+    }
+    if selected("dropin-attachment") {
+        rows.push(dropin::attachment(work.path()));
+    }
+    if selected("dropin-start") {
+        rows.extend(dropin::start(work.path()));
     }
     if selected("rss") && rss::run(work.path()).is_none() {
         println!("peak RSS: not measured (needs Linux /proc)");

@@ -57,18 +57,29 @@ impl Comparison {
 
 pub fn print_table(rows: &[Comparison]) {
     println!(
-        "{:<28} {:<26} {:>9} {:>9}   {:<26} {:>9} {:>9}   {:>7}",
-        "benchmark", "ours", "p50 ms", "p99 ms", "baseline", "p50 ms", "p99 ms", "speedup"
+        "{:<28} {:<26} {:>9} {:>9} {:>9}   {:<26} {:>9} {:>9} {:>9}   {:>7}",
+        "benchmark",
+        "ours",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "baseline",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "speedup"
     );
     for row in rows {
         println!(
-            "{:<28} {:<26} {:>9.1} {:>9.1}   {:<26} {:>9.1} {:>9.1}   {:>6.2}x",
+            "{:<28} {:<26} {:>9.1} {:>9.1} {:>9.1}   {:<26} {:>9.1} {:>9.1} {:>9.1}   {:>6.2}x",
             row.bench,
             row.ours.name,
             row.ours.quantile_ms(0.5),
+            row.ours.quantile_ms(0.9),
             row.ours.quantile_ms(0.99),
             row.baseline.name,
             row.baseline.quantile_ms(0.5),
+            row.baseline.quantile_ms(0.9),
             row.baseline.quantile_ms(0.99),
             row.speedup()
         );
@@ -85,6 +96,7 @@ pub fn write_json(rows: &[Comparison], path: &std::path::Path) -> std::io::Resul
             "name": s.name,
             "samples": s.durations.len(),
             "p50_ms": s.quantile_ms(0.5),
+            "p90_ms": s.quantile_ms(0.9),
             "p99_ms": s.quantile_ms(0.99),
         })
     };
