@@ -400,6 +400,72 @@ async fn sends_by_writing_rows_and_reports_the_send_status() {
     assert!(rpc.close().await.success());
 }
 
+/// OpenClaw sends files with `send-attachment --chat 'any;-;HANDLE'` while chat.db stores the DM as
+/// `iMessage;-;HANDLE`: every spelling Messages accepts reaches the stored chat, over the CLI and RPC.
+#[tokio::test]
+async fn sends_into_chats_named_by_any_guid_spelling_messages_accepts() {
+    let mac = Mac::seeded();
+    let file = mac.dir.path().join("report.txt");
+    std::fs::write(&file, b"quarterly numbers").unwrap();
+    let out = mac.cli(&[
+        "send-attachment",
+        "--chat",
+        "any;-;+14155551212",
+        "--file",
+        file.to_str().unwrap(),
+        "--transport",
+        "auto",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let history = |chat: &str| -> Value {
+        let out = mac.cli(&[
+            "history",
+            "--chat-id",
+            chat,
+            "--limit",
+            "1",
+            "--attachments",
+            "--json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dm = history("1");
+    assert_eq!(dm["is_from_me"], true, "{dm}");
+    assert_eq!(dm["attachments"][0]["transfer_name"], "report.txt", "{dm}");
+
+    let out = mac.cli(&[
+        "send",
+        "--chat-guid",
+        "any;+;chat900000000000000001",
+        "--text",
+        "to the family",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(history("2")["text"], "to the family");
+
+    let mut rpc = mac.rpc(&[]).await;
+    let sent = rpc
+        .ok(
+            1,
+            "send",
+            json!({"chat_guid": "any;-;(415) 555-1212", "text": "rpc"}),
+        )
+        .await;
+    assert_eq!(sent["chat_guid"], "iMessage;-;+14155551212", "{sent}");
+    let e = rpc
+        .err(2, "send", json!({"chat_guid": "any;-;+19995550000", "text": "x"}))
+        .await;
+    assert_eq!(e["data"]["disposition"], "not_started", "{e}");
+    let chats = rpc.ok(3, "chats.list", json!({"limit": 10})).await;
+    assert_eq!(
+        chats["chats"].as_array().unwrap().len(),
+        2,
+        "no chat is created: {chats}"
+    );
+    assert!(rpc.close().await.success());
+}
+
 #[tokio::test]
 async fn validates_sends_with_imsg_messages() {
     let mac = Mac::seeded();
