@@ -6,6 +6,7 @@ use crate::config::{Account, Config};
 use crate::gateway::AccountRuntime;
 use crate::imsg::ImsgClient;
 use crate::media::Files;
+use crate::media::files::RemoteHost;
 use crate::rpc::{ClientOptions, RpcClient};
 use crate::transport::{self, Peer};
 
@@ -30,7 +31,9 @@ impl OpenAccount {
             ..ClientOptions::default()
         };
         let (rpc, peer) = transport::open(&runtime.plan, &runtime.id, options, &mut None).await?;
-        let files = Files::for_peer(&peer, runtime.media.sftp_timeout);
+        // A process transport with `remoteHost` reads the Mac's files over SSH (docs/attachments.md).
+        let remote_host = RemoteHost::of(account, &runtime.plan, &runtime.channel.state_dir);
+        let files = Files::for_session(&peer, remote_host, runtime.media.sftp_timeout);
         match ImsgClient::initialize(rpc.clone(), runtime.probe_timeout).await {
             Ok(imsg) => Ok(OpenAccount {
                 runtime,

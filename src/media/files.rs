@@ -1,7 +1,10 @@
 //! Where attachment files are read from: the Mac over the account's SSH connection (one lazily
 //! opened SFTP session, or `cat` over an exec channel when the server refuses the `sftp` subsystem),
-//! or this machine's file system when imsg runs locally.
+//! over a connection of our own to `remoteHost` when imsg runs through a wrapper that is not
+//! transparent (docs/attachments.md, "remoteHost"), or this machine's file system when imsg runs
+//! locally.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +12,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::config::Account;
+use crate::dropin::link_source::LinkSource;
 use crate::transport::Peer;
-use crate::transport::link::Link;
-use crate::transport::ssh::{ExecEvent, Sftp, SftpError, quote};
+use crate::transport::link::{Link, LinkOptions};
+use crate::transport::resolve::{self, Plan};
+use crate::transport::ssh::exec::Captured;
+use crate::transport::ssh::{ExecChannel, ExecEvent, Sftp, SftpError, SshError, quote};
 
 /// Bytes read per request from the source; SFTP pipelines several of these underneath.
 const CHUNK: usize = 256 * 1024;
@@ -96,6 +103,15 @@ impl Files {
         }
     }
 
+    /// As [`Files::for_peer`], except that a process peer with a `remote_host` reads the Mac's
+    /// files over a connection of its own to that host, opened on first use.
+    pub fn for_session(peer: &Peer, remote_host: Option<RemoteHost>, sftp_timeout: Duration) -> Files {
+        match (peer.connection(), remote_host) {
+            (None, Some(host)) => Files::Remote(Arc::new(RemoteFiles::on_demand(host, sftp_timeout))),
+            _ => Files::for_peer(peer, sftp_timeout),
+        }
+    }
+
     /// The Mac's files over `link`; each SFTP request is bounded by `sftp_timeout`.
     pub fn remote(link: Link, sftp_timeout: Duration) -> Files {
         Files::Remote(Arc::new(RemoteFiles::new(link, sftp_timeout)))
@@ -176,9 +192,137 @@ async fn copy_limited(
     }
 }
 
+/// The Mac named by `remoteHost` of an account whose imsg runs as a local process: OpenClaw's shape
+/// for a wrapper that is not transparent (docs/configuration.md, `remoteHost`). imsg's answers name
+/// files on that Mac, so they are read over SSH there, never from this machine's disk.
+#[derive(Debug, Clone)]
+pub struct RemoteHost {
+    /// `host` or `user@host`, as configured.
+    host: String,
+    /// Keys, known_hosts and the other `ssh` settings the connection uses.
+    account: Account,
+    options: LinkOptions,
+}
+
+impl RemoteHost {
+    /// The remote host of `account` when its transport is a process (`plan`) and `remoteHost` is
+    /// set; None otherwise (an SSH transport reads over its own connection already).
+    pub fn of(account: &Account, plan: &Plan, state_dir: &Path) -> Option<RemoteHost> {
+        if !matches!(plan, Plan::Process { .. }) {
+            return None;
+        }
+        let host = target_of(account.remote_host.as_deref()?, account.ssh.as_ref());
+        Some(RemoteHost {
+            host,
+            account: account.clone(),
+            // A direct connection: `run` keeps it for the account's life, so sharing gains nothing.
+            options: LinkOptions {
+                state_dir: state_dir.to_path_buf(),
+                persist: Duration::ZERO,
+                master_args: Vec::new(),
+            },
+        })
+    }
+
+    /// `host` or `user@host`, for logs.
+    pub fn display(&self) -> &str {
+        &self.host
+    }
+}
+
+/// `remoteHost` as a `[user@]host[:port]` target: it has no port of its own and may lack the user,
+/// so the account's `ssh.port` and `ssh.user` fill them in (docs/configuration.md, `remoteHost`).
+fn target_of(remote_host: &str, ssh: Option<&crate::config::SshConfig>) -> String {
+    let mut target = match ssh.and_then(|s| s.user.as_deref()) {
+        Some(user) if !remote_host.contains('@') => format!("{user}@{remote_host}"),
+        _ => remote_host.to_string(),
+    };
+    if let Some(port) = ssh.and_then(|s| s.port) {
+        target.push_str(&format!(":{port}"));
+    }
+    target
+}
+
+/// How a [`RemoteFiles`] reaches the Mac.
+enum Source {
+    /// A link the caller opened and owns (the account's SSH transport, the drop-in).
+    Fixed(Link),
+    /// `remoteHost`: resolved and connected on first use, reconnected when it closed.
+    OnDemand(Box<OnDemand>),
+}
+
+struct OnDemand {
+    host: RemoteHost,
+    /// None until the target is resolved (`~/.ssh/config`, keys) on first use.
+    source: Mutex<Option<LinkSource>>,
+}
+
+impl OnDemand {
+    /// The open link, or a new one; one caller connects while the others wait for it.
+    async fn link(&self) -> Result<Link, SshError> {
+        let mut source = self.source.lock().await;
+        if source.is_none() {
+            let target = resolve::target_from_cli(&self.host.host, &self.host.account)
+                .await
+                // The same one-line text the connect errors give; there is no better variant.
+                .map_err(|e| SshError::Shared(format!("remoteHost {}: {e}", self.host.host)))?;
+            *source = Some(LinkSource::new(target, self.host.options.clone()));
+        }
+        let Some(source) = source.as_mut() else {
+            return Err(SshError::Shared(format!(
+                "remoteHost {}: no target",
+                self.host.host
+            )));
+        };
+        let link = source.link().await;
+        match &link {
+            Ok(link) => debug!(target = %link.display(), "connected to remoteHost for attachments"),
+            Err(err) => warn!(host = %self.host.host, "cannot connect to remoteHost for attachments: {err}"),
+        }
+        link
+    }
+}
+
+/// The link of a [`RemoteFiles`] as its users see it: the calls of [`Link`] they make, connecting
+/// first when the files are reached on demand.
+pub struct RemoteLink<'a>(&'a Source);
+
+impl RemoteLink<'_> {
+    /// Whether the connection is gone for good. An on-demand link never is: its next use reconnects.
+    pub fn is_closed(&self) -> bool {
+        match self.0 {
+            Source::Fixed(link) => link.is_closed(),
+            Source::OnDemand(_) => false,
+        }
+    }
+
+    pub async fn exec(&self, command: &str) -> Result<ExecChannel, SshError> {
+        self.current().await?.exec(command).await
+    }
+
+    pub async fn capture(&self, command: &str, timeout: Duration) -> Result<Captured, SshError> {
+        self.current().await?.capture(command, timeout).await
+    }
+
+    /// `user@host:port` for logs; an on-demand link names the configured `remoteHost`.
+    pub fn display(&self) -> String {
+        match self.0 {
+            Source::Fixed(link) => link.display(),
+            Source::OnDemand(on_demand) => on_demand.host.host.clone(),
+        }
+    }
+
+    async fn current(&self) -> Result<Link, SshError> {
+        match self.0 {
+            Source::Fixed(link) => Ok(link.clone()),
+            Source::OnDemand(on_demand) => on_demand.link().await,
+        }
+    }
+}
+
 /// Files on the Mac, over the account's SSH connection (its own, or a shared one).
 pub struct RemoteFiles {
-    link: Link,
+    link: Source,
     request_timeout: Duration,
     state: Mutex<SftpState>,
     pulls: Semaphore,
@@ -196,6 +340,19 @@ impl RemoteFiles {
     /// `request_timeout` bounds each SFTP request (≥ 60 s: a slow relayed link may take long to
     /// fill the pipelined reads).
     pub fn new(link: Link, request_timeout: Duration) -> Self {
+        Self::with_source(Source::Fixed(link), request_timeout)
+    }
+
+    /// The files of `host`, over a connection opened on first use and reopened after it closed.
+    pub fn on_demand(host: RemoteHost, request_timeout: Duration) -> Self {
+        let on_demand = OnDemand {
+            host,
+            source: Mutex::new(None),
+        };
+        Self::with_source(Source::OnDemand(Box::new(on_demand)), request_timeout)
+    }
+
+    fn with_source(link: Source, request_timeout: Duration) -> Self {
         Self {
             link,
             request_timeout,
@@ -204,8 +361,8 @@ impl RemoteFiles {
         }
     }
 
-    pub fn link(&self) -> &Link {
-        &self.link
+    pub fn link(&self) -> RemoteLink<'_> {
+        RemoteLink(&self.link)
     }
 
     pub async fn method(&self) -> Method {
@@ -215,30 +372,57 @@ impl RemoteFiles {
         }
     }
 
-    /// The SFTP session, opened on first use; None when the server refuses the subsystem.
+    /// The SFTP session, opened on first use; None when the server refuses the subsystem (or no
+    /// connection can be made to an on-demand host).
     pub async fn sftp(&self) -> Option<Arc<Sftp>> {
+        self.session().await.ok().flatten()
+    }
+
+    /// The SFTP session (None: refused, use exec), or the SSH error when an on-demand host cannot
+    /// be reached: then there is no exec to fall back to either, and the file fails with it.
+    async fn session(&self) -> Result<Option<Arc<Sftp>>, FileError> {
         let mut state = self.state.lock().await;
         match &*state {
-            SftpState::Open(session) => return Some(session.clone()),
-            SftpState::Refused => return None,
-            SftpState::Closed => {}
+            // An on-demand connection that closed under the session takes a new one (and a new session).
+            SftpState::Open(session) if !self.reconnects() => return Ok(Some(session.clone())),
+            SftpState::Refused => return Ok(None),
+            SftpState::Open(_) | SftpState::Closed => {}
         }
-        match self.link.sftp(self.request_timeout).await {
+        let link = self
+            .link()
+            .current()
+            .await
+            .map_err(|e| FileError::Other(e.to_string()))?;
+        match link.sftp(self.request_timeout).await {
             Ok(session) => {
                 let session = Arc::new(session);
                 *state = SftpState::Open(session.clone());
-                Some(session)
+                Ok(Some(session))
             }
             Err(SftpError::Refused) => {
-                info!(target = %self.link.display(), "the server refused the sftp subsystem; reading files with cat over exec");
+                info!(target = %link.display(), "the server refused the sftp subsystem; reading files with cat over exec");
                 *state = SftpState::Refused;
-                None
+                Ok(None)
             }
             Err(err) => {
                 // Not a refusal: leave it closed so the next use tries again, and use exec meanwhile.
-                warn!(target = %self.link.display(), "cannot open sftp: {err}");
-                None
+                warn!(target = %link.display(), "cannot open sftp: {err}");
+                *state = SftpState::Closed;
+                Ok(None)
             }
+        }
+    }
+
+    /// Whether the open SFTP session must be replaced: its on-demand connection closed.
+    fn reconnects(&self) -> bool {
+        match &self.link {
+            Source::Fixed(_) => false,
+            Source::OnDemand(on_demand) => on_demand
+                .source
+                .try_lock()
+                .ok()
+                .and_then(|source| source.as_ref().and_then(LinkSource::current))
+                .is_some_and(|link| link.is_closed()),
         }
     }
 
@@ -267,7 +451,7 @@ impl RemoteFiles {
     }
 
     pub async fn probe(&self, path: &str) -> Result<Probe, FileError> {
-        let Some(sftp) = self.sftp().await else {
+        let Some(sftp) = self.session().await? else {
             return self.exec_probe(path).await;
         };
         let real = match sftp.realpath(path).await {
@@ -314,7 +498,7 @@ impl RemoteFiles {
             .acquire()
             .await
             .map_err(|_| FileError::Other("the connection is closing".into()))?;
-        let Some(sftp) = self.sftp().await else {
+        let Some(sftp) = self.session().await? else {
             return self.exec_cat(real_path, limit, out).await;
         };
         let file = match sftp.open(real_path).await {
@@ -337,7 +521,7 @@ impl RemoteFiles {
             quote::quote(path)
         );
         let captured = self
-            .link
+            .link()
             .capture(&command, self.request_timeout)
             .await
             .map_err(|e| FileError::Other(e.to_string()))?;
@@ -370,7 +554,7 @@ impl RemoteFiles {
         out: &mut (impl AsyncWrite + Unpin + Send),
     ) -> Result<u64, FileError> {
         let command = format!("/bin/cat -- {}", quote::quote(real_path));
-        let mut exec = tokio::time::timeout(self.request_timeout, self.link.exec(&command))
+        let mut exec = tokio::time::timeout(self.request_timeout, self.link().exec(&command))
             .await
             .map_err(|_| FileError::Timeout)?
             .map_err(|e| FileError::Other(e.to_string()))?;
@@ -417,6 +601,24 @@ fn cat_outcome(status: Option<i32>, stderr: &str, total: u64) -> Result<u64, Fil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fills_the_remote_host_target_from_the_ssh_block() {
+        let ssh = |user: Option<&str>, port: Option<u16>| crate::config::SshConfig {
+            user: user.map(str::to_string),
+            port,
+            ..Default::default()
+        };
+        let table = [
+            ("mac", None, "mac"),
+            ("bot@mac", Some(ssh(Some("other"), None)), "bot@mac"),
+            ("mac", Some(ssh(Some("bot"), Some(2222))), "bot@mac:2222"),
+            ("[::1]", Some(ssh(None, Some(22))), "[::1]:22"),
+        ];
+        for (remote_host, ssh, want) in table {
+            assert_eq!(target_of(remote_host, ssh.as_ref()), want, "{remote_host}");
+        }
+    }
 
     #[test]
     fn a_finished_cat_yields_the_bytes_read() {

@@ -478,3 +478,94 @@ fn a_remote_user_without_read_permission_gets_denied_with_the_full_disk_access_r
         "{pull}"
     );
 }
+
+/// OpenClaw's shape for a wrapper that is not transparent: imsg runs as a local process
+/// (`transport: "process"`, here imsg-sim on this machine's chat.db) and `remoteHost` names the Mac
+/// whose files its answers name; the `ssh` block gives that connection its port, key and known_hosts.
+fn remote_host_config(mac: &SimMac, sshd: &Sshd, port: u16, extra_bridge: &str) -> PathBuf {
+    let root = roots_of(mac);
+    let path = mac.dir.path().join("config.json5");
+    let text = format!(
+        "{{ channels: {{ imessage: {{ transport: \"process\", cliPath: {cli:?}, dbPath: {db:?},
+             includeAttachments: true, {OPEN_ACCESS} remoteAttachmentRoots: [{roots:?}],
+             remoteHost: \"{user}@127.0.0.1\",
+             ssh: {{ port: {port}, identityFile: {key:?}, knownHostsFile: {kh:?}, useAgent: false }} }} }},
+           bridge: {{ stateDir: {state:?}, {extra_bridge} }} }}",
+        cli = imsg_sim_bin().display().to_string(),
+        db = mac.db.display().to_string(),
+        roots = root.join("Attachments").display().to_string(),
+        user = sshd.user,
+        key = sshd.client_key.display().to_string(),
+        kh = sshd.known_hosts.display().to_string(),
+        state = mac.state_dir().display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn pulls_attachments_from_remote_host_over_sftp_when_imsg_runs_as_a_process() {
+    let mac = SimMac::new();
+    let sftp_log = mac.dir.path().join("sftp.log");
+    let sshd = Sshd::start_with(SshdOptions {
+        sftp: Some(logging_sftp_server(mac.dir.path(), &sftp_log)),
+        ..Default::default()
+    });
+    let config = remote_host_config(&mac, &sshd, sshd.port, "");
+    let source = tempfile::tempdir().unwrap();
+    let photo = source.path().join("remote-photo.jpg");
+    random_file(&photo, 300 * 1024);
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_files(&mac, "from the Mac", &[&photo], &[]);
+    bridge.wait_for_lines(1);
+    let stderr = bridge.stderr().join("\n");
+    let (_, lines) = bridge.stop(SIGTERM);
+    let got = envelopes(&lines);
+    let media = &got[0]["media"][0];
+    assert_eq!(media["status"], "ok", "{media}\n{stderr}\n{}", sshd.log());
+    assert_eq!(media["sha256"], sha256_hex(&photo));
+    let staged = PathBuf::from(media["path"].as_str().unwrap());
+    assert_eq!(sha256_hex(&staged), sha256_hex(&photo));
+    // The bytes came through sftp-server on the "Mac", not from this machine's disk.
+    let log = std::fs::read_to_string(&sftp_log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("open") && l.contains("remote-photo.jpg")),
+        "the sftp log records the open: {log}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("attachments are read over SSH from remoteHost"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn fails_the_attachment_with_the_ssh_error_when_remote_host_cannot_be_reached() {
+    let mac = SimMac::new();
+    let sshd = Sshd::start();
+    // Nothing listens on this port: every connect is refused at once.
+    let closed = crate::sshd::free_port();
+    let config = remote_host_config(&mac, &sshd, closed, "media: { pullRetries: 1 }");
+    let source = tempfile::tempdir().unwrap();
+    let photo = source.path().join("photo.jpg");
+    random_file(&photo, 1024);
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    inject_files(&mac, "unreachable", &[&photo], &[]);
+    bridge.wait_for_lines(1);
+    let (_, lines) = bridge.stop(SIGTERM);
+    let got = envelopes(&lines);
+    assert!(
+        got[0]["body"].as_str().unwrap().contains("unreachable"),
+        "the envelope still goes: {}",
+        got[0]
+    );
+    let media = &got[0]["media"][0];
+    assert_eq!(media["status"], "failed", "{media}");
+    let reason = media["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cannot reach") && reason.contains(&closed.to_string()),
+        "the SSH error is the reason: {media}"
+    );
+}
