@@ -43,12 +43,16 @@ pub fn send(work: &Path) -> Comparison {
     let mut baseline = Samples::new(Transport::Wrapper.label());
     let rounds = crate::rounds(30);
     // Interleaved, so drift on the machine hits both sides alike; one warm-up round each.
+    // Start → answer of each side: the exit waits for imsg's own exit on the Mac, the same on both.
+    let mut answered = [Samples::new("drop-in answer"), Samples::new("wrapper answer")];
     for round in 0..=rounds {
         let a = send_once(dropin(&config, &db), &format!("dropin {round}"));
         let b = send_once(wrapper(&remote, &db), &format!("wrapper {round}"));
         if round > 0 {
-            ours.durations.push(a);
-            baseline.durations.push(b);
+            ours.durations.push(a.1);
+            baseline.durations.push(b.1);
+            answered[0].durations.push(a.0);
+            answered[1].durations.push(b.0);
         }
     }
     // Every wrapper child logs in once; what is left over are the drop-in children's own logins.
@@ -60,6 +64,12 @@ pub fn send(work: &Path) -> Comparison {
         "ssh logins by the drop-in children".into(),
         json!(format!("{dropin_logins} for {}", rounds + 1)),
     );
+    for side in answered {
+        row.extra.insert(
+            format!("{} p50 ms", side.name),
+            json!(round_ms(side.quantile_ms(0.5))),
+        );
+    }
     row
 }
 
@@ -181,12 +191,14 @@ pub fn start(work: &Path) -> Vec<Comparison> {
 }
 
 /// Spawn, one `send`, its answer, stdin closed, exit: what OpenClaw's outbound path does.
-fn send_once(command: Command, text: &str) -> Duration {
+/// Returns (start → answer, start → exit).
+fn send_once(command: Command, text: &str) -> (Duration, Duration) {
     let started = Instant::now();
     let mut child = Rpc::spawn(command);
     child.call("send", json!({"to": FROM, "text": text, "service": "imessage"}));
+    let answered = started.elapsed();
     child.finish();
-    started.elapsed()
+    (answered, started.elapsed())
 }
 
 /// Spawn until the answer to `chats.list`; the child is then ended outside the time.
