@@ -3,6 +3,7 @@
 //! points at the Mac's copy (left for the next start's sweep: the command may still be sending).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,8 +34,11 @@ pub async fn run(
     upload_file_args(&link, &mut args, settings).await?;
     let line = remote_line(settings.remote_cli.as_deref(), &args);
     let (mut output, input) = link.exec(&line).await?.split();
+    // The input stays open until the output ends: over a shared connection, a closed input is
+    // the client going away, which closes the channel.
+    let input = Arc::new(input);
     let tasks = TaskTracker::new();
-    tasks.spawn(forward_stdin(input));
+    tasks.spawn(forward_stdin(input.clone()));
     tasks.close();
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
@@ -54,6 +58,7 @@ pub async fn run(
             ExecEvent::Eof => {}
         }
     }
+    drop(input);
     status.ok_or(DropinError::Lost)
 }
 
@@ -83,7 +88,7 @@ async fn upload_file_args(
 }
 
 /// Our stdin to the command's, as `ssh -T` does; EOF follows ours.
-async fn forward_stdin(input: ExecInput) {
+async fn forward_stdin(input: Arc<ExecInput>) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 32 * 1024];
     loop {

@@ -480,3 +480,4 @@ fn a_second_process_shares_the_first_ones_ssh_connection() {
     assert_eq!(status.status.code(), Some(0));
     assert_eq!(proxy.accepted(), 1, "later processes used the first connection");
 }
+

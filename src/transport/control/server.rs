@@ -373,6 +373,7 @@ async fn pump_exec(channel: ExecChannel, stream: UnixStream) {
     };
     let incoming = async {
         let mut read = BufReader::new(read);
+        let mut stdin_ended = false;
         loop {
             let frame = tokio::select! {
                 _ = finished.cancelled() => return,
@@ -387,9 +388,16 @@ async fn pump_exec(channel: ExecChannel, stream: UnixStream) {
                 }
                 Ok(Some(Ok(ToMaster::StdinEof))) => {
                     let _ = input.eof().await;
+                    stdin_ended = true;
                 }
                 Ok(Some(Ok(ToMaster::Close))) => {
                     let _ = input.close().await;
+                    return;
+                }
+                // A client that ended stdin and then its side of the socket still reads the output
+                // (as `ssh` with stdin at EOF): closing the channel now would lose it.
+                Ok(None) if stdin_ended => {
+                    finished.cancelled().await;
                     return;
                 }
                 // The client went away or sent something we cannot read: nobody wants the output.
