@@ -132,6 +132,25 @@ impl ControlClient {
         }
     }
 
+    /// Join the master's warm `imsg rpc` for `command` (the master starts it when none runs): the
+    /// channel carries this client's JSON-RPC lines only, and the end of its stdin ends only it.
+    pub async fn rpc(&self, command: &str) -> Result<ExecChannel, SshError> {
+        let op = Op::Rpc {
+            command: command.to_string(),
+        };
+        match self.request(op).await {
+            Ok(stream) => Ok(ExecChannel::over_control(stream, self.socket.display().to_string())),
+            Err(Refusal::Answered {
+                kind: FailureKind::Refused,
+                ..
+            }) => Err(SshError::ExecRefused {
+                command: command.to_string(),
+            }),
+            Err(Refusal::Answered { error, .. }) => Err(SshError::Shared(error)),
+            Err(Refusal::Socket(err)) => Err(err),
+        }
+    }
+
     /// An SFTP session whose bytes the master pipes to a new `sftp` subsystem channel.
     pub async fn sftp(&self, request_timeout: Duration) -> Result<Sftp, SftpError> {
         match self.request(Op::Sftp).await {
@@ -145,8 +164,22 @@ impl ControlClient {
         }
     }
 
-    /// One request: connect (starting a master when none listens), send the header, read the answer.
+    /// One request. A master that stopped just as we connected closes the socket without an
+    /// answer; `connect` and `sftp` are then asked once more (of a new master), an exec is not: the
+    /// command may have started.
     async fn request(&self, op: Op) -> Result<UnixStream, Refusal> {
+        let idempotent = !matches!(op, Op::Exec { .. } | Op::Rpc { .. });
+        match self.request_once(op.clone()).await {
+            Err(Refusal::Socket(err)) if idempotent => {
+                debug!(socket = %self.socket.display(), "asking again: {err}");
+                self.request_once(op).await
+            }
+            result => result,
+        }
+    }
+
+    /// Connect (starting a master when none listens), send the header, read the answer.
+    async fn request_once(&self, op: Op) -> Result<UnixStream, Refusal> {
         let mut stream = match UnixStream::connect(&self.socket).await {
             Ok(stream) => stream,
             Err(err) if self.spawner.is_none() => return Err(self.dead(self.socket_error(err))),

@@ -29,6 +29,9 @@ pub enum Op {
     Exec { command: String },
     /// Start the `sftp` subsystem on a new channel; raw SFTP bytes follow.
     Sftp,
+    /// Join the master's warm `imsg rpc` for this command line (started when none runs); exec
+    /// frames follow, carrying this client's JSON-RPC lines only.
+    Rpc { command: String },
 }
 
 /// The master's answer to a header.
@@ -236,7 +239,27 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], FrameError> {
         .map_err(|_| FrameError::Malformed(format!("expected {N} bytes, got {}", bytes.len())))
 }
 
-/// Read the next frame's tag and payload; None at a clean end of stream between frames.
+/// Take one whole frame off the front of `buffer`, when it holds one. Callers that must be cancel
+/// safe read into a buffer they keep and parse with this, instead of [`read_frame`].
+pub fn take_frame(buffer: &mut Vec<u8>) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
+    let Some(head) = buffer.get(..5) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong { len });
+    }
+    if buffer.len() < 5 + len {
+        return Ok(None);
+    }
+    let tag = buffer[0];
+    let payload = buffer[5..5 + len].to_vec();
+    buffer.drain(..5 + len);
+    Ok(Some((tag, payload)))
+}
+
+/// Read the next frame's tag and payload; None at a clean end of stream between frames. Not cancel
+/// safe: a frame half read when the future is dropped is lost (see [`take_frame`]).
 pub async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
     let mut head = [0u8; 5];
     let mut filled = 0;
@@ -366,6 +389,21 @@ mod tests {
         assert_eq!(line(&Answer::ok()), b"{\"ok\":true}\n".to_vec());
         let failed = Answer::failed(FailureKind::Connect, "HOST KEY CHANGED\nfor x");
         assert_eq!(failed.error.as_deref(), Some("HOST KEY CHANGED for x"));
+    }
+
+    #[test]
+    fn frames_are_taken_from_a_buffer_only_once_whole() {
+        let mut bytes = ToClient::Stdout(b"abc".to_vec()).encode();
+        bytes.extend(ToClient::Exited(2).encode());
+        let mut buffer = bytes[..6].to_vec();
+        assert_eq!(take_frame(&mut buffer).unwrap(), None, "a partial frame waits");
+        assert_eq!(buffer.len(), 6, "and is kept");
+        buffer.extend_from_slice(&bytes[6..]);
+        assert_eq!(take_frame(&mut buffer).unwrap(), Some((STDOUT, b"abc".to_vec())));
+        assert_eq!(take_frame(&mut buffer).unwrap(), Some((EXIT, vec![0, 0, 0, 2])));
+        assert!(buffer.is_empty());
+        let mut huge = vec![STDOUT, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(take_frame(&mut huge), Err(FrameError::TooLong { .. })));
     }
 
     #[tokio::test]

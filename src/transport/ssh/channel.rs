@@ -9,7 +9,7 @@ use std::ops::Deref;
 
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
 
@@ -73,7 +73,10 @@ impl ExecChannel {
     pub(crate) fn over_control(socket: tokio::net::UnixStream, label: String) -> ExecChannel {
         let (read, write) = socket.into_split();
         ExecChannel {
-            output: ExecOutput(Output::Control(BufReader::new(read))),
+            output: ExecOutput(Output::Control {
+                read,
+                pending: Vec::new(),
+            }),
             input: ExecInput(Input::Control {
                 write: Mutex::new(write),
                 label,
@@ -114,7 +117,12 @@ pub struct ExecOutput(Output);
 #[derive(Debug)]
 enum Output {
     Ssh(ChannelReadHalf),
-    Control(BufReader<OwnedReadHalf>),
+    /// The master's socket and the bytes read from it that do not make a whole frame yet (kept
+    /// here so `next` stays cancel safe, as a channel's is).
+    Control {
+        read: OwnedReadHalf,
+        pending: Vec<u8>,
+    },
 }
 
 impl ExecOutput {
@@ -123,7 +131,7 @@ impl ExecOutput {
     pub async fn next(&mut self) -> Option<ExecEvent> {
         match &mut self.0 {
             Output::Ssh(read) => next_from_channel(read).await,
-            Output::Control(read) => next_from_control(read).await,
+            Output::Control { read, pending } => next_from_control(read, pending).await,
         }
     }
 }
@@ -154,13 +162,25 @@ async fn next_from_channel(read: &mut ChannelReadHalf) -> Option<ExecEvent> {
 }
 
 /// The master's frames; the end of the socket is the channel's close. A frame we cannot read ends
-/// the stream too (the master closes the channel when we go away).
-async fn next_from_control(read: &mut BufReader<OwnedReadHalf>) -> Option<ExecEvent> {
-    let (tag, payload) = match protocol::read_frame(read).await {
-        Ok(frame) => frame?,
-        Err(err) => {
-            tracing::debug!("control socket: {err}");
-            return None;
+/// the stream too (the master closes the channel when we go away). Cancel safe: bytes read stay in
+/// `pending` until they make a whole frame.
+async fn next_from_control(read: &mut OwnedReadHalf, pending: &mut Vec<u8>) -> Option<ExecEvent> {
+    let (tag, payload) = loop {
+        match protocol::take_frame(pending) {
+            Ok(Some(frame)) => break frame,
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!("{err}");
+                return None;
+            }
+        }
+        match read.read_buf(pending).await {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!("control socket: {err}");
+                return None;
+            }
         }
     };
     match ToClient::decode(tag, payload) {
