@@ -12,7 +12,7 @@ use imsg_bridge::transport::ssh::{self, ExecEvent, SshError};
 use tokio::io::AsyncReadExt;
 
 use crate::sshd::Sshd;
-use crate::support::{PATIENCE, imsg_bridge_bin};
+use crate::support::{Bridge, OPEN_ACCESS, PATIENCE, SimMac, imsg_bridge_bin, imsg_sim_bin};
 
 /// An sshd, a bridge config that reaches it, and the socket the config's target maps to.
 struct Shared {
@@ -24,11 +24,16 @@ struct Shared {
 
 impl Shared {
     fn new(persist_ms: u64) -> Self {
+        Self::with(persist_ms, "")
+    }
+
+    /// With more keys in the `imessage` section (what `run` needs to watch a simulated Mac).
+    fn with(persist_ms: u64, imessage: &str) -> Self {
         let sshd = Sshd::start();
         let state = tempfile::tempdir().unwrap();
         let config = state.path().join("bridge.json5");
         let text = format!(
-            "{{ channels: {{ imessage: {{ ssh: {{ host: \"127.0.0.1\", port: {port}, user: {user:?},
+            "{{ channels: {{ imessage: {{ {imessage} ssh: {{ host: \"127.0.0.1\", port: {port}, user: {user:?},
                  identityFile: {key:?}, knownHostsFile: {kh:?}, strictHostKeyChecking: \"yes\",
                  useAgent: false, controlPersistMs: {persist_ms} }} }} }},
                bridge: {{ stateDir: {state:?} }} }}",
@@ -245,4 +250,38 @@ async fn a_host_key_mismatch_reaches_the_client_as_the_same_one_line_error() {
     assert!(client.is_closed(), "a master that cannot connect closes the link");
     let exec_err = client.exec("true").await.unwrap_err();
     assert_eq!(exec_err.to_string(), direct.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_its_accounts_socket_so_no_master_is_started_and_removes_it_when_it_stops() {
+    let mac = SimMac::new();
+    let imessage = format!("dbPath: {db:?}, {OPEN_ACCESS}", db = mac.db.display().to_string());
+    let shared = Shared::with(60_000, &imessage);
+    let config = std::fs::read_to_string(&shared.config).unwrap().replace(
+        "useAgent: false,",
+        &format!(
+            "useAgent: false, remoteCliPath: {:?},",
+            imsg_sim_bin().display().to_string()
+        ),
+    );
+    std::fs::write(&shared.config, config).unwrap();
+    let bridge = Bridge::start(&shared.config, &["run"]);
+    bridge.wait_for_log("sharing the SSH connection");
+    // No spawner: only a master that is already there (run) can answer.
+    let client = ControlClient::new(
+        shared.socket.clone(),
+        control::target_key(&shared.sshd.target()),
+        None,
+    );
+    let ran = run(&client, "echo via run", b"").await;
+    assert_eq!(
+        ran.stdout,
+        b"via run\n",
+        "{}\n{}",
+        bridge.stderr().join("\n"),
+        shared.logs()
+    );
+    let (code, _) = bridge.stop(15);
+    assert_eq!(code, Some(0));
+    assert!(!shared.socket.exists(), "run removed its socket when it stopped");
 }
