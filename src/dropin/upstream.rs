@@ -48,7 +48,7 @@ pub struct Upstream {
 impl Upstream {
     /// Start `command` on the link. Returns once the Mac accepted the exec.
     pub async fn start(link: &Link, command: &str, tasks: &TaskTracker) -> Result<Upstream, SshError> {
-        let (output, input) = link.exec(command).await?.split();
+        let (output, input) = link.rpc(command).await?.split();
         let (lines_tx, lines) = mpsc::channel(UPSTREAM_LINES);
         let (end_tx, end) = oneshot::channel();
         let (to_imsg, from_proxy) = mpsc::channel(TO_IMSG_LINES);

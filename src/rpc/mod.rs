@@ -4,6 +4,7 @@
 mod client;
 mod error;
 mod lines;
+pub mod mux;
 mod stderr;
 
 /// Thin access to the client's private reader path for the fuzz targets in `fuzz/`; not an API.

@@ -43,6 +43,15 @@ impl Link {
         }
     }
 
+    /// Start `imsg rpc` (`command`) for this process: its own exec channel on a direct link; on a
+    /// shared link, a seat on the master's warm one (no handshake, no imsg start).
+    pub async fn rpc(&self, command: &str) -> Result<ExecChannel, SshError> {
+        match self {
+            Link::Direct(connection) => connection.exec(command).await,
+            Link::Shared(client) => client.rpc(command).await,
+        }
+    }
+
     /// A new SFTP session; each request times out after `request_timeout`.
     pub async fn sftp(&self, request_timeout: Duration) -> Result<Sftp, SftpError> {
         match self {

@@ -396,7 +396,7 @@ fn read_messages(child: &RpcChild, count: usize) -> Vec<usize> {
     numbers
 }
 
-fn heals_a_broken_link_during_a_burst(freeze: bool) {
+fn heals_a_broken_link_during_a_burst(freeze: bool, persist_ms: u64) {
     let sshd = Sshd::start();
     let mac = SimMac::new();
     let proxy = Proxy::start(sshd.port);
@@ -404,7 +404,7 @@ fn heals_a_broken_link_during_a_burst(freeze: bool) {
         &sshd,
         &mac,
         proxy.port,
-        "controlPersistMs: 0, keepaliveIntervalMs: 500, keepaliveMax: 2",
+        &format!("controlPersistMs: {persist_ms}, keepaliveIntervalMs: 500, keepaliveMax: 2"),
     );
     let mut monitor = RpcChild::start(&config, &mac.db);
     let answer = monitor.call("watch.subscribe", json!({"attachments": false}));
@@ -429,12 +429,22 @@ fn heals_a_broken_link_during_a_burst(freeze: bool) {
 
 #[test]
 fn a_cut_link_during_a_burst_of_300_loses_nothing_and_the_client_sees_no_error() {
-    heals_a_broken_link_during_a_burst(false);
+    heals_a_broken_link_during_a_burst(false, 0);
+}
+
+#[test]
+fn a_cut_shared_link_during_a_burst_of_300_loses_nothing_and_the_client_sees_no_error() {
+    heals_a_broken_link_during_a_burst(false, 5_000);
+}
+
+#[test]
+fn a_frozen_shared_link_during_a_burst_of_300_loses_nothing_and_the_client_sees_no_error() {
+    heals_a_broken_link_during_a_burst(true, 5_000);
 }
 
 #[test]
 fn a_frozen_link_during_a_burst_of_300_loses_nothing_and_the_client_sees_no_error() {
-    heals_a_broken_link_during_a_burst(true);
+    heals_a_broken_link_during_a_burst(true, 0);
 }
 
 #[test]
@@ -481,3 +491,39 @@ fn a_second_process_shares_the_first_ones_ssh_connection() {
     assert_eq!(proxy.accepted(), 1, "later processes used the first connection");
 }
 
+/// How many `imsg rpc` processes run on the simulated Mac for `db`.
+fn remote_rpcs(db: &Path) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("imsg-sim rpc --json --db {}", db.display())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_send_child_beside_a_watching_monitor_uses_the_warm_imsg_and_each_gets_only_its_own_lines() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let config = dropin_config(&sshd, &mac, sshd.port, "controlPersistMs: 5000");
+    let mut monitor = RpcChild::start(&config, &mac.db);
+    let answer = monitor.call("watch.subscribe", json!({"since_rowid": -1}));
+    assert!(answer["result"]["subscription"].is_i64(), "{answer}");
+    assert_eq!(remote_rpcs(&mac.db), 1);
+
+    let mut sender = RpcChild::start(&config, &mac.db);
+    let sent = sender.call("send", json!({"to": FROM, "text": "from the child"}));
+    assert!(sent.get("result").is_some(), "{sent}");
+    assert_eq!(remote_rpcs(&mac.db), 1, "no imsg of its own");
+    assert_eq!(sender.wait(), Some(0), "its stdin's end ends only its own stream");
+    let seen = monitor.next();
+    assert_eq!(
+        seen["params"]["message"]["text"],
+        json!("from the child"),
+        "{seen}"
+    );
+    let still = monitor.call("chats.list", json!({"limit": 1}));
+    assert!(
+        still.get("result").is_some(),
+        "the monitor's stream carries on: {still}"
+    );
+}

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod shared_rpc;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

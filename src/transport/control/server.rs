@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, Answer, FailureKind, Header, Op, ToClient, ToMaster, VERSION};
+use super::shared_rpc::SharedRpcs;
 use crate::transport::ssh::{self, ExecChannel, ExecEvent, SftpError, SshConnection, SshError, SshTarget};
 
 /// How long a client may take to send its header line.
@@ -91,12 +92,13 @@ pub async fn serve_with(
     let uid = super::own_uid().map_err(bind)?;
     info!(socket = %socket.display(), target = %super::target_key(&target), "sharing the SSH connection");
 
+    let tracker = TaskTracker::new();
+    let tasks = cancel.child_token();
     let master = Arc::new(Master {
         target,
         connection: Mutex::new(None),
+        shared: SharedRpcs::new(tracker.clone(), tasks.clone()),
     });
-    let tracker = TaskTracker::new();
-    let tasks = cancel.child_token();
     if connect == Connect::Eagerly {
         // Connect now, so the first client waits less; a failure is reported to each client.
         let master = master.clone();
@@ -228,6 +230,8 @@ impl Drop for Active {
 struct Master {
     target: SshTarget,
     connection: Mutex<Option<Arc<SshConnection>>>,
+    /// Warm `imsg rpc`s shared by the clients (op `rpc`).
+    shared: SharedRpcs,
 }
 
 impl Master {
@@ -279,6 +283,21 @@ impl Master {
                     Ok(channel) => {
                         if answer_ok(&mut stream).await {
                             pump_exec(channel, stream).await;
+                        }
+                    }
+                    Err(SshError::ExecRefused { command }) => {
+                        let text = SshError::ExecRefused { command };
+                        answer(&mut stream, Answer::failed(FailureKind::Refused, text)).await;
+                    }
+                    Err(err) => answer(&mut stream, Answer::failed(FailureKind::Other, err)).await,
+                }
+            }
+            Op::Rpc { command } => {
+                debug!(command = %command, "shared rpc for a client");
+                match self.shared.join(&command, self.exec(connection, &command)).await {
+                    Ok(joined) => {
+                        if answer_ok(&mut stream).await {
+                            self.shared.serve(joined, stream).await;
                         }
                     }
                     Err(SshError::ExecRefused { command }) => {
