@@ -30,6 +30,8 @@ use crate::media::upload::{self, Uploaded};
 use crate::media::{Files, RemoteFiles, Stager};
 use crate::util::backoff::{Backoff, Schedule};
 
+/// When a proxy that is still running sweeps the staging folders earlier runs left on the Mac.
+const SWEEP_AFTER: Duration = Duration::from_secs(30);
 /// Client lines read ahead of the proxy.
 const CLIENT_LINES: usize = 64;
 /// Reconnect pacing while the Mac cannot be reached; the first retry is immediate.
@@ -174,7 +176,16 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
                 }
             };
             if sessions == 0 {
-                self.tasks.spawn(sweep_staging(source.current()));
+                // Not on the way to the first answer: a short-lived send child never waits for it,
+                // the long-lived monitor sweeps a little later.
+                let link = source.current();
+                let cancel = cancel.clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(SWEEP_AFTER) => sweep_staging(link).await,
+                        () = cancel.cancelled() => {}
+                    }
+                });
             } else {
                 info!(
                     subscriptions = resume.len(),

@@ -218,9 +218,11 @@ async fn share_connection(plan: SshPlan, account: String, state_dir: PathBuf, ca
 
 /// Resolve what `run` and the one-shot commands need from an account (decides its transport).
 pub fn account_runtime(config: &Config, account: &Account) -> Result<AccountRuntime, ResolveError> {
+    let plan = resolve::plan(account)?;
     Ok(AccountRuntime {
         id: account.id.clone(),
-        plan: resolve::plan(account)?,
+        remote_host: crate::media::files::RemoteHost::of(account, &plan, &config.bridge.state_dir),
+        plan,
         include_attachments: account.include_attachments,
         probe_timeout: Duration::from_millis(account.probe_timeout_ms),
         envelope: EnvelopeContext {

@@ -48,6 +48,8 @@ pub struct AccountRuntime {
     pub channel: ChannelRuntime,
     /// `messages.inbound` debounce window for iMessage (zero: off).
     pub debounce: Duration,
+    /// With a process transport and `remoteHost`: the Mac whose files imsg's answers name.
+    pub remote_host: Option<crate::media::files::RemoteHost>,
 }
 
 /// Attachment settings of one account.

@@ -9,7 +9,6 @@ use super::feed::Feed;
 use super::replay::{ReplayBound, Verdict};
 use super::{AccountRuntime, GatewayError, SessionCarryover};
 use crate::imsg::{ImsgClient, Message, Protocol};
-use crate::media::files::RemoteHost;
 use crate::media::{Files, Stager};
 use crate::outbound::Link;
 use crate::rpc::{ClientOptions, RpcClient, truncate_chars};
@@ -39,7 +38,10 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return Ok(()),
         opened = opening => opened?,
     };
-    let files = Files::for_session(&peer, remote_host(account), account.media.sftp_timeout);
+    if let Some(host) = &account.remote_host {
+        info!(account = %account.id, host = %host.display(), "attachments are read over SSH from remoteHost");
+    }
+    let files = Files::for_session(&peer, account.remote_host.clone(), account.media.sftp_timeout);
     let (transport, host_key) = match peer.connection() {
         Some(connection) => (
             connection.target().display(),
@@ -73,32 +75,6 @@ pub(super) async fn run(
     let exit = peer.stop(&rpc).await;
     debug!(account = %account.id, ?exit, "imsg rpc stopped");
     result
-}
-
-/// The `remoteHost` whose files a process transport reads (docs/attachments.md, "remoteHost").
-/// [`AccountRuntime`] does not carry the account's `remoteHost` and `ssh` settings, so they are
-/// read again from the config file the fleet runs (process transports only, once per session);
-/// without a file, or when it no longer reads, files are read locally as before.
-fn remote_host(account: &AccountRuntime) -> Option<RemoteHost> {
-    if !matches!(account.plan, Plan::Process { .. }) {
-        return None;
-    }
-    let path = account.channel.config_path.as_deref()?;
-    match crate::config::load(Some(path)) {
-        Ok(config) => {
-            let host = config
-                .account(&account.id)
-                .and_then(|a| RemoteHost::of(a, &account.plan, &account.channel.state_dir));
-            if let Some(host) = &host {
-                info!(account = %account.id, host = %host.display(), "attachments are read over SSH from remoteHost");
-            }
-            host
-        }
-        Err(err) => {
-            warn!(account = %account.id, "cannot read remoteHost from {}: {err}", path.display());
-            None
-        }
-    }
 }
 
 /// Where a session reads and writes besides its carryover: the Mac's files (local or over SFTP),
