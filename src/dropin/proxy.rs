@@ -464,6 +464,11 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         let (Some(files), Some(typed)) = (self.files.clone(), view::<Message>(&value_of(message))) else {
             return;
         };
+        // Our own sends come back as rows from me: their files came from this side, and pulling
+        // them back would only cost a transfer. They keep the Mac's paths.
+        if typed.is_from_me {
+            return;
+        }
         let stager = Stager {
             dir: self.settings.media_dir.clone(),
             roots: self.settings.roots.clone(),
