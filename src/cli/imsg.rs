@@ -65,7 +65,8 @@ pub async fn imsg(
     let (target, remote_cli) = target_of(account, globals.target.as_deref()).await?;
     let options = LinkOptions {
         state_dir: config.bridge.state_dir.clone(),
-        persist: Duration::from_millis(account.ssh.as_ref().map_or(0, |s| s.control_persist_ms)),
+        // An account without an ssh block (`--target`, remoteHost) shares with the default too.
+        persist: Duration::from_millis(account.ssh.clone().unwrap_or_default().control_persist_ms),
         master_args: globals.master_args(),
     };
     let mut source = LinkSource::new(target, options);
@@ -90,6 +91,8 @@ pub async fn imsg(
                 sftp_timeout: media.sftp_timeout,
                 upload_max_bytes,
                 grace: Duration::from_millis(config.bridge.media.outbound_grace_ms),
+                cache_max_bytes: media.cache_max_bytes,
+                cache_max_age: media.cache_max_age,
             };
             proxy(source, settings).await
         }

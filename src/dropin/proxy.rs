@@ -58,6 +58,9 @@ pub struct ProxySettings {
     pub upload_max_bytes: u64,
     /// How long an uploaded file stays on the Mac after imsg answered the send.
     pub grace: Duration,
+    /// Bounds of this account's part of the media cache (`bridge.media.cacheMaxMb`, `cacheMaxAgeHours`).
+    pub cache_max_bytes: u64,
+    pub cache_max_age: Duration,
 }
 
 /// How the proxy's run ended.
@@ -180,9 +183,13 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
                 // the long-lived monitor sweeps a little later.
                 let link = source.current();
                 let cancel = cancel.clone();
+                let cache = self.settings.clone();
                 self.tasks.spawn(async move {
                     tokio::select! {
-                        () = tokio::time::sleep(SWEEP_AFTER) => sweep_staging(link).await,
+                        () = tokio::time::sleep(SWEEP_AFTER) => {
+                            sweep_staging(link).await;
+                            sweep_cache(cache).await;
+                        }
                         () = cancel.cancelled() => {}
                     }
                 });
@@ -519,6 +526,18 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
             );
         }
     }
+}
+
+/// Keep this account's pulled files within the cache bounds, as `run` does with its own.
+async fn sweep_cache(settings: ProxySettings) {
+    let sweep = move || {
+        crate::media::cache::sweep_account(
+            &settings.media_dir,
+            settings.cache_max_bytes,
+            settings.cache_max_age,
+        )
+    };
+    let _ = tokio::task::spawn_blocking(sweep).await;
 }
 
 /// Point an attachment at its local copy, or mark it missing and keep the Mac's path aside.

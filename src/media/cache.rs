@@ -23,27 +23,49 @@ struct Folder {
 
 /// Sweep every account folder under `inbound` (`stateDir/media/inbound`).
 pub fn sweep(inbound: &Path, max_bytes: u64, max_age: Duration, keep: &HashSet<PathBuf>) -> Swept {
-    let mut folders = Vec::new();
     let Ok(accounts) = std::fs::read_dir(inbound) else {
         return Swept::default();
     };
-    for account in accounts.flatten() {
-        let Ok(messages) = std::fs::read_dir(account.path()) else {
-            continue;
-        };
-        for message in messages.flatten() {
-            let path = message.path();
-            if !path.is_dir() {
-                continue;
-            }
+    let folders = accounts
+        .flatten()
+        .flat_map(|account| message_folders(&account.path()))
+        .collect();
+    remove_beyond(folders, max_bytes, max_age, keep)
+}
+
+/// Sweep one account's folder (`stateDir/media/inbound/<account>`) alone: the drop-in's, which
+/// must never touch what `run` is still delivering for its accounts.
+pub fn sweep_account(account: &Path, max_bytes: u64, max_age: Duration) -> Swept {
+    remove_beyond(message_folders(account), max_bytes, max_age, &HashSet::new())
+}
+
+/// The message folders of one account folder.
+fn message_folders(account: &Path) -> Vec<Folder> {
+    let Ok(messages) = std::fs::read_dir(account) else {
+        return Vec::new();
+    };
+    messages
+        .flatten()
+        .map(|message| message.path())
+        .filter(|path| path.is_dir())
+        .map(|path| {
             let (bytes, newest) = folder_size(&path);
-            folders.push(Folder {
+            Folder {
                 path,
                 modified: newest,
                 bytes,
-            });
-        }
-    }
+            }
+        })
+        .collect()
+}
+
+/// Remove folders older than `max_age`, and the oldest while the total exceeds `max_bytes`.
+fn remove_beyond(
+    mut folders: Vec<Folder>,
+    max_bytes: u64,
+    max_age: Duration,
+    keep: &HashSet<PathBuf>,
+) -> Swept {
     // Oldest first: they go first, whether for age or for size.
     folders.sort_by_key(|f| f.modified);
     let mut total: u64 = folders.iter().map(|f| f.bytes).sum();
@@ -103,6 +125,19 @@ mod tests {
         f.set_modified(when).unwrap();
         std::fs::File::open(&dir).unwrap().set_modified(when).unwrap();
         dir
+    }
+
+    #[test]
+    fn an_account_sweep_leaves_the_other_accounts_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mine = folder(tmp.path(), "mine", 100, Duration::ZERO);
+        let theirs = tmp.path().join("work").join("theirs");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("f"), vec![0u8; 100]).unwrap();
+        let swept = sweep_account(&tmp.path().join("default"), 0, Duration::from_secs(3600));
+        assert_eq!(swept.folders, 1);
+        assert!(!mine.exists());
+        assert!(theirs.exists());
     }
 
     #[test]
