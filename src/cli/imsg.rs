@@ -32,6 +32,44 @@ pub struct ImsgArgs {
     args: Vec<String>,
 }
 
+impl ImsgArgs {
+    /// The arguments of imsg, taken from the command line as they were (see [`split_argv`]).
+    pub fn set(&mut self, args: Vec<String>) {
+        self.args = args;
+    }
+}
+
+/// Global options of ours that take a value (`--config P` as well as `--config=P`).
+const VALUED_GLOBALS: [&str; 4] = ["--config", "--account", "--target", "--log-format"];
+
+/// Split the command line at the `imsg` command: what comes before is ours (clap parses it), what
+/// comes after is imsg's, untouched even where it looks like an option of ours (`imsg -v`,
+/// `imsg --account x`). None when the command is not `imsg` (or an argument is not UTF-8: clap
+/// then reports it).
+pub fn split_argv(argv: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Option<Vec<String>>) {
+    let mut index = 1;
+    while let Some(arg) = argv.get(index).and_then(|a| a.to_str()) {
+        if VALUED_GLOBALS.contains(&arg) {
+            index += 2;
+        } else if arg.starts_with('-') {
+            index += 1;
+        } else {
+            break;
+        }
+    }
+    if argv.get(index).and_then(|a| a.to_str()) != Some("imsg") {
+        return (argv, None);
+    }
+    let tail: Option<Vec<String>> = argv[index + 1..]
+        .iter()
+        .map(|a| a.to_str().map(str::to_string))
+        .collect();
+    match tail {
+        Some(tail) => (argv[..=index].to_vec(), Some(tail)),
+        None => (argv, None),
+    }
+}
+
 /// What the global options said, for a spawned connection-sharing master to say again.
 #[derive(Debug, Clone, Default)]
 pub struct Globals {
@@ -194,6 +232,41 @@ async fn process_target(account: &Account, program: &Path) -> anyhow::Result<(Ss
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split(words: &[&str]) -> (Vec<String>, Option<Vec<String>>) {
+        let argv = words.iter().map(std::ffi::OsString::from).collect();
+        let (head, tail) = split_argv(argv);
+        (
+            head.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            tail,
+        )
+    }
+
+    #[test]
+    fn everything_after_imsg_is_imsgs_even_what_looks_like_our_options() {
+        let (head, tail) = split(&[
+            "imsg-bridge",
+            "--target",
+            "bot@mac",
+            "-q",
+            "imsg",
+            "-v",
+            "--account",
+            "x",
+            "status",
+        ]);
+        assert_eq!(head, ["imsg-bridge", "--target", "bot@mac", "-q", "imsg"]);
+        assert_eq!(tail.unwrap(), ["-v", "--account", "x", "status"]);
+        let (head, tail) = split(&["imsg-bridge", "--config=/c", "imsg"]);
+        assert_eq!((head.len(), tail), (3, Some(Vec::new())));
+        let (head, tail) = split(&["imsg-bridge", "--account", "imsg", "run"]);
+        assert_eq!(
+            (head.len(), tail),
+            (4, None),
+            "imsg as an account id is not the command"
+        );
+        assert_eq!(split(&["imsg-bridge", "run"]).1, None);
+    }
 
     #[test]
     fn a_spawned_master_hears_the_same_global_options() {

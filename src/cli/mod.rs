@@ -95,7 +95,11 @@ pub enum CliError {
 
 /// Entry point of the `imsg-bridge` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (head, imsg_args) = imsg::split_argv(std::env::args_os().collect());
+    let mut cli = Cli::parse_from(head);
+    if let (Command::Imsg(args), Some(tail)) = (&mut cli.command, imsg_args) {
+        args.set(tail);
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -158,7 +162,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 account: cli.account.clone(),
                 target: cli.target.clone(),
             };
-            imsg::imsg(&config, select_account(&config, cli.account.as_deref())?, &globals, args).await
+            imsg::imsg(
+                &config,
+                select_account(&config, cli.account.as_deref())?,
+                &globals,
+                args,
+            )
+            .await
         }
         Command::Attachments(command) => {
             attachments::run(&config, select_account(&config, cli.account.as_deref())?, command).await
