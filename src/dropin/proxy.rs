@@ -20,8 +20,8 @@ use super::book::{Answer, Book, Delivery, not_started};
 use super::link_source::LinkSource;
 use super::upstream::{End, MAX_LINE, Upstream};
 use super::wire::{
-    FileParams, Frame, Kind, MessageParams, MessagesResult, WireAttachment, WireMessage, WithSubscription,
-    value_of, view,
+    FileParams, Frame, Kind, MessageParams, MessagesResult, SubscribeParams, WireAttachment, WireMessage,
+    WithSubscription, value_of, view,
 };
 use super::{DropinError, sweep_staging};
 use crate::envelope::{Media, MediaStatus};
@@ -305,6 +305,14 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
             Ok(ready) => ready,
             Err(answer) => return self.write_frames(&[*answer]).await,
         };
+        if wants_attachments(&frame)
+            && let Some(files) = self.files.clone()
+        {
+            // Open SFTP now, so the first photo does not wait for the subsystem to start.
+            self.tasks.spawn(async move {
+                files.sftp().await;
+            });
+        }
         let frame = if Book::wants_floor(&frame) {
             self.book.subscribe_from_now(frame)
         } else {
@@ -538,6 +546,16 @@ async fn sweep_cache(settings: ProxySettings) {
         )
     };
     let _ = tokio::task::spawn_blocking(sweep).await;
+}
+
+/// A `watch.subscribe` that asks for attachments.
+fn wants_attachments(frame: &Frame) -> bool {
+    frame.method.as_deref() == Some("watch.subscribe")
+        && frame
+            .params
+            .as_ref()
+            .and_then(view::<SubscribeParams>)
+            .is_some_and(|p| p.attachments == Some(true))
 }
 
 /// Point an attachment at its local copy, or mark it missing and keep the Mac's path aside.

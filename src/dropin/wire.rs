@@ -161,6 +161,8 @@ pub struct MessagesResult {
 pub struct SubscribeParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_rowid: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<bool>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }
