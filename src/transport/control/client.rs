@@ -18,6 +18,8 @@ use super::protocol::{self, Answer, FailureKind, Header, Op, VERSION};
 use crate::transport::ssh::{ExecChannel, Sftp, SftpError, SshError};
 use crate::util::lock;
 
+/// A master's `<socket>.log` past this size is started over by the next master.
+const LOG_MAX_BYTES: u64 = 1024 * 1024;
 /// How often a client looks for the socket of a master it just started: a connect to a socket that
 /// is not there yet costs microseconds, and every cold start pays half a pause on average.
 const POLL: Duration = Duration::from_millis(2);
@@ -251,10 +253,16 @@ fn spawn_master(spawner: &Spawner, socket: &Path) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let mut log_path = socket.as_os_str().to_os_string();
     log_path.push(".log");
+    let log_path = PathBuf::from(log_path);
+    // One master's log is kept whole; a log grown past the bound starts over, so it never grows
+    // without end.
+    let too_big = std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_MAX_BYTES);
     let log = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
-        .open(PathBuf::from(log_path))?;
+        .append(!too_big)
+        .write(true)
+        .truncate(too_big)
+        .open(log_path)?;
     Command::new(&spawner.program)
         .args(&spawner.args)
         .arg("control-master")
