@@ -181,7 +181,7 @@ pub fn start(work: &Path) -> Vec<Comparison> {
     };
     let mut spawned = Comparison::new("dropin-start, no master yet", spawned, wrapper_side());
     spawned.extra.insert(
-        "masters still up 10x controlPersistMs after their client (stopped)".into(),
+        "masters (socket or process) still up 10x controlPersistMs after their client (stopped)".into(),
         json!(format!("{lingering} of {}", rounds + 1)),
     );
     vec![
@@ -279,10 +279,11 @@ fn master_socket(dir: &Path) -> Option<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "sock"))
 }
 
-/// Whether the master under `dir/state` left within `wait` (it removes its socket as it exits).
+/// Whether the masters under `dir/state` left within `wait`: socket removed and process gone (a
+/// master that stopped listening may still hold its SSH connection).
 fn master_exits_within(dir: &Path, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
-    while master_socket(dir).is_some() {
+    while master_socket(dir).is_some() || !master_pids(dir).is_empty() {
         if Instant::now() > deadline {
             return false;
         }
@@ -291,27 +292,35 @@ fn master_exits_within(dir: &Path, wait: Duration) -> bool {
     true
 }
 
-/// SIGTERM the masters our children started for `dir/state` (found in /proc by their socket
-/// path, which is unique to this run), and wait until they left: a master outlives the row's sshd
-/// by `controlPersistMs`, and one that outstays it must not outlive the benchmark.
-fn stop_masters(dir: &Path) {
+/// The `control-master` processes our children started for `dir/state`, found in /proc by that
+/// path, which is unique to this run (none where /proc is missing).
+fn master_pids(dir: &Path) -> Vec<String> {
     let state = dir.join("state").display().to_string();
     let Ok(processes) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
-    for process in processes.map_while(Result::ok) {
-        let Ok(cmdline) = std::fs::read(process.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("control-master") && cmdline.contains(&state) {
-            let pid = process.file_name().to_string_lossy().into_owned();
-            let _ = Command::new("kill").arg(pid).status();
-        }
+    processes
+        .map_while(Result::ok)
+        .filter(|process| {
+            std::fs::read(process.path().join("cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("control-master") && cmdline.contains(&state)
+            })
+        })
+        .map(|process| process.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// SIGTERM the masters under `dir/state` and wait until they left: a master outlives the row's
+/// sshd by `controlPersistMs`, and one that outstays it must not outlive the benchmark.
+fn stop_masters(dir: &Path) {
+    for pid in master_pids(dir) {
+        let _ = Command::new("kill").arg(pid).status();
     }
     assert!(
         master_exits_within(dir, PATIENCE),
-        "a master under {state} did not stop"
+        "a master under {} did not stop",
+        dir.display()
     );
 }
 
