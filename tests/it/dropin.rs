@@ -527,3 +527,31 @@ fn a_send_child_beside_a_watching_monitor_uses_the_warm_imsg_and_each_gets_only_
         "the monitor's stream carries on: {still}"
     );
 }
+
+#[test]
+fn the_master_a_drop_in_started_exits_persist_after_its_last_client_warm_imsg_and_all() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let config = dropin_config(&sshd, &mac, sshd.port, "controlPersistMs: 500");
+    let mut child = RpcChild::start(&config, &mac.db);
+    assert!(
+        child
+            .call("chats.list", json!({"limit": 1}))
+            .get("result")
+            .is_some()
+    );
+    assert_eq!(child.wait(), Some(0));
+    let pattern = format!("control-master --socket {}", mac.state_dir().display());
+    let masters = || {
+        let out = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while masters() > 0 || remote_rpcs(&mac.db) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the master (or its warm imsg) is still running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -149,6 +149,8 @@ pub async fn serve_with(
     }
     drop(listener);
     drop(lock);
+    // The warm imsg rpcs end once their last client is served: no new client can join them now.
+    master.shared.close().await;
     tracker.close();
     tracker.wait().await;
     if let Some(connection) = master.connection.lock().await.take() {

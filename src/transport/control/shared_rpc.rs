@@ -79,6 +79,11 @@ impl SharedRpcs {
         Ok(Joined(tx))
     }
 
+    /// No client joins any more: each shared imsg ends after its last client (the master stops).
+    pub async fn close(&self) {
+        self.running.lock().await.clear();
+    }
+
     /// Serve one client on a joined shared imsg until either side ends.
     pub async fn serve(&self, joined: Joined, stream: UnixStream) {
         let events = joined.0;
