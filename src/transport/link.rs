@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::control::{self, ControlClient, client::Spawner};
 use super::ssh::exec::Captured;
-use super::ssh::{self, ExecChannel, ExecEvent, Sftp, SftpError, SshConnection, SshError, SshTarget};
+use super::ssh::{self, ExecChannel, Sftp, SftpError, SshConnection, SshError, SshTarget};
 
 /// How this process reaches the Mac: its own SSH connection, or a master's through the control socket.
 #[derive(Clone, Debug)]
@@ -93,21 +93,7 @@ impl Link {
     }
 
     async fn capture_unbounded(&self, command: &str) -> Result<Captured, SshError> {
-        const LIMIT: usize = 64 * 1024;
-        let mut exec = self.exec(command).await?;
-        let mut captured = Captured::default();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(event) = exec.next().await {
-            match event {
-                ExecEvent::Stdout(data) if out.len() < LIMIT => out.extend_from_slice(&data),
-                ExecEvent::Stderr(data) if err.len() < LIMIT => err.extend_from_slice(&data),
-                ExecEvent::Exited(code) => captured.status = Some(code),
-                _ => {}
-            }
-        }
-        captured.stdout = String::from_utf8_lossy(&out).into_owned();
-        captured.stderr = String::from_utf8_lossy(&err).into_owned();
-        Ok(captured)
+        Ok(ssh::exec::collect(self.exec(command).await?).await)
     }
 }
 

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use imsg_bridge::sim::db::{InjectSpec, inject};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::proxy::Proxy;
 use crate::sshd::Sshd;
-use crate::support::{PATIENCE, SimMac, imsg_bridge_bin, imsg_sim_bin};
+use crate::support::{PATIENCE, SimMac, imsg_bridge_bin, imsg_sim_bin, random_file, sha256_hex};
 
 const FROM: &str = "+14155551212";
 
@@ -156,28 +155,6 @@ impl Drop for RpcChild {
     }
 }
 
-fn sha256_of(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Deterministic bytes that do not compress.
-fn write_noise(path: &Path, len: usize) {
-    let mut state: u32 = 0x1234_5678;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        })
-        .collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn the_probes_openclaw_runs_pass_through_with_imsgs_output_and_exit_status() {
     let sshd = Sshd::start();
@@ -299,7 +276,7 @@ fn a_watched_photo_arrives_as_a_local_file_with_the_sources_bytes() {
     assert!(sub.is_i64(), "{answer}");
 
     let photo = mac.dir.path().join("IMG_0001.jpeg");
-    write_noise(&photo, 100 * 1024);
+    random_file(&photo, 100 * 1024);
     inject(
         &mac.db,
         &InjectSpec {
@@ -320,7 +297,7 @@ fn a_watched_photo_arrives_as_a_local_file_with_the_sources_bytes() {
         "{attachment}"
     );
     assert_eq!(attachment["missing"], json!(false));
-    assert_eq!(sha256_of(&local), sha256_of(&photo));
+    assert_eq!(sha256_hex(&local), sha256_hex(&photo));
 }
 
 #[test]
@@ -330,7 +307,7 @@ fn a_short_lived_child_sends_text_and_a_local_file_that_reaches_the_macs_databas
     let config = dropin_config(&sshd, &mac, sshd.port, "controlPersistMs: 0");
     let here = tempfile::tempdir().unwrap();
     let file = here.path().join("report.pdf");
-    write_noise(&file, 40 * 1024);
+    random_file(&file, 40 * 1024);
     let mut child = RpcChild::start(&config, &mac.db);
     let answer = child.call(
         "send",
@@ -353,7 +330,7 @@ fn a_short_lived_child_sends_text_and_a_local_file_that_reaches_the_macs_databas
         .find(|r| r["attachments"].as_array().is_some_and(|a| !a.is_empty()))
         .unwrap_or_else(|| panic!("no row with the file: {text}"));
     let on_mac = PathBuf::from(with_file["attachments"][0]["original_path"].as_str().unwrap());
-    assert_eq!(sha256_of(&on_mac), sha256_of(&file));
+    assert_eq!(sha256_hex(&on_mac), sha256_hex(&file));
     assert!(
         !on_mac.starts_with(here.path()),
         "the Mac got its own copy: {}",

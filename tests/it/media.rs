@@ -7,32 +7,12 @@ use std::process::{Command, Stdio};
 
 use imsg_bridge::sim::db::{InjectSpec, inject};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::sshd::{Sshd, SshdOptions};
-use crate::support::{Bridge, OPEN_ACCESS, SimMac, imsg_bridge_bin, imsg_sim_bin};
+use crate::support::{Bridge, OPEN_ACCESS, SimMac, imsg_bridge_bin, imsg_sim_bin, random_file, sha256_hex};
 
 const SIGTERM: i32 = 15;
 const FROM: &str = "+14155551212";
-
-fn sha256_hex(path: &Path) -> String {
-    let digest = Sha256::digest(std::fs::read(path).unwrap());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A file of `len` pseudo-random bytes.
-fn random_file(path: &Path, len: usize) {
-    let mut state = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    std::fs::write(path, bytes).unwrap();
-}
 
 /// The roots the simulated Mac's files live under (canonical: /tmp may be a symlink elsewhere).
 fn roots_of(mac: &SimMac) -> PathBuf {

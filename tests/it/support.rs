@@ -250,3 +250,24 @@ fn both_binaries_are_built_for_the_tests() {
     assert!(imsg_sim_bin().is_file(), "{}", imsg_sim_bin().display());
     assert!(imsg_bridge_bin().is_file(), "{}", imsg_bridge_bin().display());
 }
+
+/// The sha256 of a file, in hex.
+pub fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file of `len` pseudo-random bytes.
+pub fn random_file(path: &Path, len: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}

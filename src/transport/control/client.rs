@@ -119,20 +119,7 @@ impl ControlClient {
         let op = Op::Exec {
             command: command.to_string(),
         };
-        match self.request(op).await {
-            Ok(stream) => Ok(ExecChannel::over_control(
-                stream,
-                self.socket.display().to_string(),
-            )),
-            Err(Refusal::Answered {
-                kind: FailureKind::Refused,
-                ..
-            }) => Err(SshError::ExecRefused {
-                command: command.to_string(),
-            }),
-            Err(Refusal::Answered { error, .. }) => Err(SshError::Shared(error)),
-            Err(Refusal::Socket(err)) => Err(err),
-        }
+        self.channel(op, command).await
     }
 
     /// Join the master's warm `imsg rpc` for `command` (the master starts it when none runs): the
@@ -141,8 +128,16 @@ impl ControlClient {
         let op = Op::Rpc {
             command: command.to_string(),
         };
+        self.channel(op, command).await
+    }
+
+    /// A command channel through the master (`op` is an exec or an rpc of `command`).
+    async fn channel(&self, op: Op, command: &str) -> Result<ExecChannel, SshError> {
         match self.request(op).await {
-            Ok(stream) => Ok(ExecChannel::over_control(stream, self.socket.display().to_string())),
+            Ok(stream) => Ok(ExecChannel::over_control(
+                stream,
+                self.socket.display().to_string(),
+            )),
             Err(Refusal::Answered {
                 kind: FailureKind::Refused,
                 ..

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
-use super::channel::{ExecEvent, ExecInput, ExecOutput};
+use super::channel::{ExecChannel, ExecEvent, ExecInput, ExecOutput};
 use super::{SshConnection, SshError};
 use crate::rpc::{ClientOptions, ExitInfo, PeerInfo, RpcClient, StderrRing, truncate_chars};
 
@@ -164,23 +164,7 @@ pub async fn exec_capture(
     command: &str,
     timeout: Duration,
 ) -> Result<Captured, SshError> {
-    const LIMIT: usize = 64 * 1024;
-    let run = async {
-        let mut exec = connection.exec(command).await?;
-        let mut captured = Captured::default();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(event) = exec.next().await {
-            match event {
-                ExecEvent::Stdout(data) if out.len() < LIMIT => out.extend_from_slice(&data),
-                ExecEvent::Stderr(data) if err.len() < LIMIT => err.extend_from_slice(&data),
-                ExecEvent::Exited(code) => captured.status = Some(code),
-                _ => {}
-            }
-        }
-        captured.stdout = String::from_utf8_lossy(&out).into_owned();
-        captured.stderr = String::from_utf8_lossy(&err).into_owned();
-        Ok(captured)
-    };
+    let run = async { Ok(collect(connection.exec(command).await?).await) };
     tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| SshError::Timeout {
@@ -188,6 +172,24 @@ pub async fn exec_capture(
             addr: format!("`{command}` on {}", connection.target().display()),
             after: timeout,
         })?
+}
+
+/// A finished command's output (the first 64 KiB of each stream) and exit status.
+pub async fn collect(mut exec: ExecChannel) -> Captured {
+    const LIMIT: usize = 64 * 1024;
+    let mut captured = Captured::default();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(event) = exec.next().await {
+        match event {
+            ExecEvent::Stdout(data) if out.len() < LIMIT => out.extend_from_slice(&data),
+            ExecEvent::Stderr(data) if err.len() < LIMIT => err.extend_from_slice(&data),
+            ExecEvent::Exited(code) => captured.status = Some(code),
+            _ => {}
+        }
+    }
+    captured.stdout = String::from_utf8_lossy(&out).into_owned();
+    captured.stderr = String::from_utf8_lossy(&err).into_owned();
+    captured
 }
 
 fn push_stderr(ring: &StderrRing, partial: &mut Vec<u8>, data: &[u8]) {
