@@ -10,6 +10,7 @@ pub mod exec;
 mod handler;
 pub mod known_hosts;
 mod pattern;
+mod quickack;
 pub mod quote;
 pub mod sftp;
 pub mod ssh_config;
@@ -243,7 +244,7 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection, SshError> {
                             source,
                         })?;
                     let _ = tcp.set_nodelay(true);
-                    client::connect_stream(client_config(hop), tcp, handler)
+                    client::connect_stream(client_config(hop), quickack::QuickAck::new(tcp), handler)
                         .await
                         .map_err(SshError::Ssh)
                 }
