@@ -45,13 +45,14 @@ pub fn in_roots(path: &str, roots: &[String]) -> bool {
 }
 
 /// A file name that is safe to create in a cache directory: no separators, no control characters,
-/// no leading dot, at most `MAX_NAME_BYTES`, never empty, and unique within `taken` (`name-1.ext`,
+/// no characters that reorder the text shown after them (they are dropped), no leading dot, at most `MAX_NAME_BYTES`, never empty, and unique within `taken` (`name-1.ext`,
 /// `name-2.ext`, … on collision, as upstream names duplicates within one message).
 pub fn safe_name(raw: &str, taken: &mut HashSet<String>) -> String {
     // The last path component only: `../../x` names `x`.
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     let mut cleaned: String = last
         .chars()
+        .filter(|c| !crate::util::escape::reorders_text(*c))
         .map(|c| if c.is_control() || c == ':' { '_' } else { c })
         .collect();
     let trimmed = cleaned.trim_start_matches(['.', ' ']).trim_end().to_string();
@@ -194,6 +195,8 @@ mod tests {
             ("a\u{7}b\nc.txt", "a_b_c.txt"),
             ("dir/", "attachment-2"),
             ("rés umé.pdf", "rés umé.pdf"),
+            ("invoice\u{202E}fdp.exe", "invoicefdp.exe"),
+            ("\u{2066}a\u{2069}\u{200F}b\u{061C}.png", "ab.png"),
         ];
         for (raw, expected) in cases {
             assert_eq!(safe_name(raw, &mut taken), expected, "{raw:?}");

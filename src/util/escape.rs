@@ -25,9 +25,14 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
 }
 
 fn needs_escape(c: char) -> bool {
-    // U+2028/U+2029 end a line in some viewers; U+202A–U+202E and U+2066–U+2069 reorder the text
-    // that follows them (the "Trojan Source" characters).
-    c.is_control() || matches!(c, '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || reorders_text(c)
+}
+
+/// U+2028/U+2029 end a line in some viewers; U+202A–U+202E, U+2066–U+2069, the marks U+200E/U+200F
+/// and U+061C reorder the text that follows them (the "Trojan Source" characters): a file named
+/// `photo\u{202E}gpj.exe` shows as `photoexe.jpg`.
+pub fn reorders_text(c: char) -> bool {
+    matches!(c, '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 fn push_escaped(out: &mut String, c: char) {
