@@ -159,7 +159,11 @@ pub async fn target_from_cli(target: &str, account: &Account) -> Result<SshTarge
         host,
         user,
         port,
-        identity_files: ssh.identity_files.iter().map(|p| p.display().to_string()).collect(),
+        identity_files: ssh
+            .identity_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         proxy_jump: ssh.proxy_jump.clone(),
         config_file: None,
         options: BTreeMap::new(),
