@@ -7,6 +7,7 @@
 //! (`sections`) into [`Config`]. Nothing here logs: warnings are returned as data.
 
 mod account;
+mod depth;
 mod error;
 mod raw;
 mod schema;
@@ -170,6 +171,18 @@ fn parse_json5(text: &str) -> Result<Value, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Ok(Value::Object(serde_json::Map::new()));
+    }
+    if let Some(offset) = depth::too_deep(text) {
+        let at = json5::Position::from_offset(offset, text);
+        return Err(ConfigError::Syntax {
+            origin: Origin::default(),
+            line: at.line + 1,
+            column: at.column + 1,
+            message: format!(
+                "brackets nest deeper than {} levels here; no config is that deep (is this the right file?)",
+                depth::MAX_DEPTH
+            ),
+        });
     }
     json5::from_str::<Value>(text).map_err(|err| {
         // An end-of-input error outside any value carries no position: it is at the end of the text.

@@ -95,3 +95,23 @@ fn a_typo_in_a_real_file_names_the_file_the_key_path_and_the_fix() {
     let err = config::load(Some(&missing)).expect_err("missing explicit file");
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn a_config_nested_a_hundred_thousand_levels_deep_is_one_sentence_and_exit_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.json5");
+    std::fs::write(&path, format!("{{ a: {} }}", "[".repeat(100_000))).unwrap();
+    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("chats")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("nest deeper than 64 levels") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+}
