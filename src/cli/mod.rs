@@ -115,7 +115,7 @@ pub fn main() -> ExitCode {
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::from(exit_code_of(&err))
         }
     };
@@ -180,6 +180,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The error and its causes on one line, leaving out a cause whose text the line already holds:
+/// our messages often quote their source (`cannot read X: Is a directory`), and printing the chain
+/// as well said it twice.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 fn exit_code_of(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ConfigError>().is_some()
         || err.downcast_ref::<CliError>().is_some()
@@ -234,5 +249,23 @@ fn init_logging(cli: &Cli) {
         // forge a line (docs/security.md); JSON lines are escaped by the JSON encoding itself.
         LogFormat::Text => builder.fmt_fields(EscapingFields).init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_that_quotes_its_cause_says_it_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::IsADirectory);
+        let quoted = anyhow::Error::new(ConfigError::Read {
+            path: "/tmp".into(),
+            source: io,
+        });
+        let line = one_line(&quoted);
+        assert_eq!(line.matches("directory").count(), 1, "{line}");
+        let wrapped = anyhow::anyhow!("outer").context("while starting");
+        assert_eq!(one_line(&wrapped), "while starting: outer");
     }
 }

@@ -115,3 +115,17 @@ fn a_config_nested_a_hundred_thousand_levels_deep_is_one_sentence_and_exit_two()
         "{stderr}"
     );
 }
+
+#[test]
+fn an_error_that_quotes_its_cause_does_not_say_it_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
+        .arg("--config")
+        .arg(dir.path())
+        .arg("chats")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
+}
