@@ -41,6 +41,10 @@ pub(super) fn read_ssh(args: &[Arg], t: &mut Target, report: &mut Report) {
         let word = match arg {
             Arg::Lit(word) => word,
             _ if options_done && have_destination => break,
+            // The caller's own arguments right after the destination are the remote command: OpenSSH
+            // would read options there too, but imsg's first argument (`rpc`, `status`, …) is never
+            // one. Another unreadable word there may be an option that moves the host.
+            Arg::AllArgs if have_destination => break,
             _ => {
                 report.fail(format!(
                     "ssh's argument `{}` cannot be read (an unset variable or a substitution), so the \

@@ -93,6 +93,7 @@ const REFUSED: &[Refusal] = &[
     ("fixed arguments", "exec ssh mac imsg rpc", MAC, "fixed arguments"),
     ("no arguments", "exec ssh mac imsg", MAC, "does not pass"),
     ("no remote command", "exec ssh mac", MAC, "login shell"),
+    ("the arguments straight to ssh", "exec ssh -T mac \"$@\"", MAC, "remote command `\"$@\"`"),
     ("two ssh commands", "ssh a imsg \"$@\"\nssh b imsg \"$@\"", None, "runs ssh 2 times"),
     ("no ssh at all", "#!/bin/sh\nexec imsg \"$@\"", None, "no command in the script runs ssh"),
     ("an empty script", "", None, "no command"),
