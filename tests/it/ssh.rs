@@ -113,6 +113,26 @@ async fn refuses_a_changed_key_even_under_accept_new() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusts_a_key_recorded_without_the_port_as_openssh_does() {
+    let sshd = Sshd::start();
+    assert_ne!(sshd.port, 22);
+    std::fs::write(&sshd.known_hosts, format!("127.0.0.1 {}\n", sshd.host_key_pub)).unwrap();
+    ssh::connect(&sshd.target()).await.unwrap();
+    // OpenSSH agrees: its own client connects with the same file under StrictHostKeyChecking=yes.
+    let out = std::process::Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", sshd.known_hosts.display()))
+        .arg("-i")
+        .arg(&sshd.client_key)
+        .args(["-p", &sshd.port.to_string()])
+        .arg(format!("{}@127.0.0.1", sshd.user))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepts_a_hashed_known_hosts_entry() {
     let sshd = Sshd::start();
     let status = std::process::Command::new("ssh-keygen")

@@ -39,14 +39,27 @@ pub fn lookup_name(host: &str, port: u16) -> String {
 }
 
 /// Check a plain server key against every file. A revocation anywhere wins; then a trusting line
-/// anywhere; then the first "changed" line.
+/// anywhere; then the first "changed" line. On a port other than 22 a host nothing names as
+/// `[host]:port` is looked up once more under its bare name, as OpenSSH does ("checking without
+/// port identifier"): only a line that trusts (or revokes) this very key counts there.
 pub fn check_key(files: &[KnownHostsText], host: &str, port: u16, key: &PublicKey) -> HostKeyStatus {
-    let name = lookup_name(host, port);
+    let status = check_key_as(files, &lookup_name(host, port), key);
+    if status != HostKeyStatus::Unknown || port == 22 {
+        return status;
+    }
+    match check_key_as(files, host, key) {
+        found @ (HostKeyStatus::Trusted { .. } | HostKeyStatus::Revoked { .. }) => found,
+        HostKeyStatus::Changed { .. } | HostKeyStatus::Unknown => HostKeyStatus::Unknown,
+    }
+}
+
+/// [`check_key`] under one lookup name.
+fn check_key_as(files: &[KnownHostsText], name: &str, key: &PublicKey) -> HostKeyStatus {
     let mut changed = None;
     let mut trusted = None;
     for (file_index, file) in files.iter().enumerate() {
         for (line_index, entry) in entries(&file.text) {
-            if !host_matches(entry.host_patterns(), &name) {
+            if !host_matches(entry.host_patterns(), name) {
                 continue;
             }
             let at = (file_index, line_index);

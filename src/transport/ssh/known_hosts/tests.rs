@@ -33,6 +33,8 @@ fn trusts_plain_bracketed_hashed_wildcard_and_tab_separated_entries() {
         (format!("[127.0.0.?]:2222 {K1}"), "127.0.0.1", 2222),
         (format!("mac.local\t{}", K1.replace(' ', "\t")), "mac.local", 22),
         (format!("MAC.LOCAL {K1}"), "mac.local", 22),
+        // Nothing names [mac.local]:2222: OpenSSH checks "without port identifier".
+        (format!("mac.local {K1}"), "mac.local", 2222),
     ];
     for (text, host, port) in cases {
         assert!(
@@ -46,8 +48,9 @@ fn trusts_plain_bracketed_hashed_wildcard_and_tab_separated_entries() {
 fn reports_unknown_for_other_hosts_ports_and_negated_patterns() {
     let cases = [
         (String::new(), "mac.local", 22),
-        (format!("mac.local {K1}"), "mac.local", 2222),
         (format!("[mac.local]:2222 {K1}"), "mac.local", 22),
+        // Without the port only a line that trusts this very key counts.
+        (format!("mac.local {K2}"), "mac.local", 2222),
         (format!("*.local,!mac.local {K1}"), "mac.local", 22),
         (format!("# mac.local {K1}"), "mac.local", 22),
         (HASHED_K1.to_string(), "other.local", 22),
@@ -56,6 +59,20 @@ fn reports_unknown_for_other_hosts_ports_and_negated_patterns() {
     for (text, host, port) in cases {
         assert_eq!(check(&text, host, port), HostKeyStatus::Unknown, "{text}");
     }
+}
+
+#[test]
+fn a_port_qualified_line_decides_before_the_bare_name_is_tried() {
+    let text = format!("mac.local {K1}\n[mac.local]:2222 {K2}");
+    assert!(matches!(
+        check(&text, "mac.local", 2222),
+        HostKeyStatus::Changed { .. }
+    ));
+    let revoked = format!("@revoked mac.local {K1}");
+    assert!(matches!(
+        check(&revoked, "mac.local", 2222),
+        HostKeyStatus::Revoked { .. }
+    ));
 }
 
 #[test]
