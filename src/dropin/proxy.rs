@@ -446,15 +446,13 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         match self.book.message(params.clone()) {
             Delivery::Forward(mut params) => {
                 self.pull(&mut params.message).await;
-                let mut frame = Frame::request(0, "message", value_of(&params));
-                frame.id = None;
-                self.write_frames(&[frame]).await
+                self.write_frames(&[Frame::notification("message", value_of(&params))])
+                    .await
             }
             Delivery::Duplicate | Delivery::Held => Ok(()),
             Delivery::Unknown => {
-                let mut frame = Frame::request(0, "message", value_of(&params));
-                frame.id = None;
-                self.write_frames(&[frame]).await
+                self.write_frames(&[Frame::notification("message", value_of(&params))])
+                    .await
             }
         }
     }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::rpc::Splitter;
 use crate::transport::link::Link;
 use crate::transport::ssh::{ExecEvent, ExecInput, ExecOutput, SshError};
 
@@ -22,7 +23,7 @@ const TO_IMSG_LINES: usize = 64;
 /// Chunks of imsg's stderr waiting to be copied to ours; more are dropped (and counted).
 const STDERR_CHUNKS: usize = 256;
 /// A line longer than this is not JSON-RPC we can use: dropped, and the stream resyncs.
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+pub const MAX_LINE: usize = crate::rpc::MAX_LINE_BYTES;
 
 /// How the remote imsg's session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +118,7 @@ async fn read_output(
     end_tx: oneshot::Sender<End>,
     close: CancellationToken,
 ) {
-    let mut splitter = Splitter::default();
+    let mut splitter = Splitter::new(MAX_LINE);
     let mut end = End::Lost;
     let dropped_stderr = Arc::new(AtomicU64::new(0));
     loop {
@@ -128,7 +129,7 @@ async fn read_output(
         let Some(event) = event else { break };
         match event {
             ExecEvent::Stdout(data) => {
-                if !splitter.push(&data, &lines) {
+                if !queue(splitter.push(&data), &lines) {
                     end = End::Overflow;
                     close.cancel();
                     break;
@@ -144,7 +145,9 @@ async fn read_output(
             ExecEvent::Eof => {}
         }
     }
-    splitter.finish(&lines);
+    if let Some(last) = splitter.finish() {
+        let _ = lines.try_send(last);
+    }
     let dropped = dropped_stderr.load(Ordering::Relaxed);
     if dropped > 0 {
         warn!(
@@ -155,49 +158,9 @@ async fn read_output(
     let _ = end_tx.send(end);
 }
 
-/// Newline framing with a length bound, feeding the proxy's queue without waiting.
-#[derive(Default)]
-struct Splitter {
-    buf: Vec<u8>,
-    skipping: bool,
-}
-
-impl Splitter {
-    /// Queue every complete line of `data`; false when the queue is full (the proxy is behind).
-    fn push(&mut self, mut data: &[u8], lines: &mpsc::Sender<Vec<u8>>) -> bool {
-        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
-            let (head, tail) = data.split_at(pos);
-            data = &tail[1..];
-            if self.skipping {
-                self.skipping = false;
-                continue;
-            }
-            self.buf.extend_from_slice(head);
-            let line = std::mem::take(&mut self.buf);
-            if !line.is_empty() && lines.try_send(line).is_err() {
-                return false;
-            }
-        }
-        if !self.skipping {
-            self.buf.extend_from_slice(data);
-            if self.buf.len() > MAX_LINE {
-                warn!(
-                    bytes = self.buf.len(),
-                    "imsg wrote a line over 16 MiB; dropped it"
-                );
-                self.buf = Vec::new();
-                self.skipping = true;
-            }
-        }
-        true
-    }
-
-    /// A last line without a newline is still a line.
-    fn finish(&mut self, lines: &mpsc::Sender<Vec<u8>>) {
-        if !self.skipping && !self.buf.is_empty() {
-            let _ = lines.try_send(std::mem::take(&mut self.buf));
-        }
-    }
+/// Queue lines for the proxy without waiting; false when the queue is full (the proxy is behind).
+fn queue(ready: Vec<Vec<u8>>, lines: &mpsc::Sender<Vec<u8>>) -> bool {
+    ready.into_iter().all(|line| lines.try_send(line).is_ok())
 }
 
 /// Feed imsg's stdin; EOF when the proxy drops its sender, close when told to.
@@ -244,27 +207,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn splits_lines_across_chunks_and_drops_an_endless_one() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let mut splitter = Splitter::default();
-        assert!(splitter.push(b"{\"a\":1}\n{\"b\"", &tx));
-        assert!(splitter.push(b":2}\n\n", &tx));
-        let long = vec![b'x'; MAX_LINE + 1];
-        assert!(splitter.push(&long, &tx));
-        assert!(splitter.push(b"tail of the long one\n{\"c\":3}", &tx));
-        splitter.finish(&tx);
-        drop(tx);
-        let mut got = Vec::new();
-        while let Some(line) = rx.recv().await {
-            got.push(String::from_utf8(line).unwrap());
-        }
-        assert_eq!(got, vec![r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
-    }
-
-    #[tokio::test]
     async fn reports_a_full_queue_instead_of_waiting() {
-        let (tx, _rx) = mpsc::channel(1);
-        let mut splitter = Splitter::default();
-        assert!(!splitter.push(b"1\n2\n", &tx));
+        let (tx, mut rx) = mpsc::channel(1);
+        assert!(!queue(vec![b"1".to_vec(), b"2".to_vec()], &tx));
+        assert_eq!(rx.recv().await, Some(b"1".to_vec()));
+        assert!(queue(vec![b"3".to_vec()], &tx));
     }
 }

@@ -65,6 +65,14 @@ impl Frame {
         }
     }
 
+    /// A notification (no id), as imsg sends them.
+    pub fn notification(method: &str, params: Value) -> Frame {
+        Frame {
+            id: None,
+            ..Frame::request(0, method, params)
+        }
+    }
+
     /// An error response to the client's request `id`.
     pub fn error_response(id: Value, error: &RpcErrorBody) -> Frame {
         let mut rest = Map::new();

@@ -3,6 +3,9 @@
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
+/// The longest JSON-RPC line any reader here accepts; a longer one is dropped and the stream resyncs.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 /// One framing outcome.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -83,6 +86,62 @@ fn memchr(haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == b'\n')
 }
 
+/// Newline framing for bytes that arrive in chunks and must never be waited on (an exec channel's
+/// output, a control socket's frames): the complete lines now, the rest kept for the next chunk, a
+/// line longer than `max` dropped so nothing buffers without bound. Empty lines are skipped.
+#[derive(Debug)]
+pub struct Splitter {
+    buf: Vec<u8>,
+    skipping: bool,
+    max: usize,
+}
+
+impl Splitter {
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            skipping: false,
+            max,
+        }
+    }
+
+    /// The complete lines of `data` (without their newline), in order.
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        while let Some(pos) = memchr(data) {
+            let (head, tail) = data.split_at(pos);
+            data = &tail[1..];
+            if std::mem::take(&mut self.skipping) {
+                continue;
+            }
+            self.buf.extend_from_slice(head);
+            let line = std::mem::take(&mut self.buf);
+            if !line.is_empty() {
+                lines.push(line);
+            }
+        }
+        if !self.skipping {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() > self.max {
+                tracing::warn!(
+                    bytes = self.buf.len(),
+                    max = self.max,
+                    "dropped a line over the length bound"
+                );
+                self.buf = Vec::new();
+                self.skipping = true;
+            }
+        }
+        lines
+    }
+
+    /// A last line without a newline is still a line.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        let line = std::mem::take(&mut self.buf);
+        (!self.skipping && !line.is_empty()).then_some(line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +180,21 @@ mod tests {
     async fn accepts_a_line_exactly_at_the_limit() {
         let got = frames(b"12345678\n", 8, 4).await;
         assert_eq!(got, vec![Frame::Line(b"12345678".to_vec())]);
+    }
+
+    #[test]
+    fn splits_chunks_into_lines_and_drops_an_endless_one() {
+        let mut splitter = Splitter::new(16);
+        assert!(splitter.push(b"{\"a\"").is_empty());
+        assert_eq!(
+            splitter.push(b":1}\n\n{\"b\":2}\n"),
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+        );
+        assert!(splitter.push(&[b'x'; 40]).is_empty());
+        assert_eq!(
+            splitter.push(b"rest of the long one\n{}\n{\"c\""),
+            vec![b"{}".to_vec()]
+        );
+        assert_eq!(splitter.finish(), Some(b"{\"c\"".to_vec()));
     }
 }

@@ -12,4 +12,5 @@ mod stderr;
 pub use client::fuzzing;
 pub use client::{ClientOptions, Notification, PeerInfo, RpcClient, Subscription, SubscriptionEvent};
 pub use error::{ExitInfo, RpcError};
+pub use lines::{MAX_LINE_BYTES, Splitter};
 pub use stderr::{StderrRing, truncate_chars};

@@ -44,7 +44,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
-            max_line_bytes: 16 * 1024 * 1024,
+            max_line_bytes: super::lines::MAX_LINE_BYTES,
             request_timeout: Duration::from_secs(10),
             subscription_capacity: 4096,
         }

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::protocol::{self, ToClient, ToMaster};
 use crate::rpc::mux::{ClientId, Mux, Route};
+use crate::rpc::{MAX_LINE_BYTES, Splitter};
 use crate::transport::ssh::{ExecChannel, ExecEvent, ExecInput, SshError};
 use crate::util::escape::escape_controls;
 
@@ -113,12 +114,12 @@ async fn write_frames(mut frames: mpsc::Receiver<ToClient>, mut write: tokio::ne
 /// The client's stdin, as whole lines, to the shared imsg.
 async fn read_lines(client: ClientId, read: tokio::net::unix::OwnedReadHalf, events: mpsc::Sender<Event>) {
     let mut read = BufReader::new(read);
-    let mut partial = Vec::new();
+    let mut splitter = Splitter::new(MAX_LINE_BYTES);
     loop {
         let frame = protocol::read_frame(&mut read).await;
         match frame.map(|f| f.map(|(tag, payload)| ToMaster::decode(tag, payload))) {
             Ok(Some(Ok(ToMaster::Stdin(data)))) => {
-                for line in split_lines(&mut partial, &data) {
+                for line in splitter.push(&data) {
                     if events.send(Event::Line { client, line }).await.is_err() {
                         return;
                     }
@@ -134,17 +135,6 @@ async fn read_lines(client: ClientId, read: tokio::net::unix::OwnedReadHalf, eve
             }
         }
     }
-}
-
-/// Complete lines (with their newline) from `data`, keeping a partial one for later.
-fn split_lines(partial: &mut Vec<u8>, data: &[u8]) -> Vec<Vec<u8>> {
-    partial.extend_from_slice(data);
-    let mut lines = Vec::new();
-    while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-        let rest = partial.split_off(pos + 1);
-        lines.push(std::mem::replace(partial, rest));
-    }
-    lines
 }
 
 /// A client of the shared imsg.
@@ -166,14 +156,14 @@ async fn run(
     let done = cancel.child_token();
     tracker.spawn(feed(input, lines, done.clone()));
     let mut shared = Shared::default();
-    let mut partial = Vec::new();
+    let mut splitter = Splitter::new(MAX_LINE_BYTES);
     let mut end = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             event = output.next() => match event {
                 Some(ExecEvent::Stdout(data)) => {
-                    for line in split_lines(&mut partial, &data) {
+                    for line in splitter.push(&data) {
                         let routes = shared.mux.from_imsg(&line);
                         shared.deliver(routes, &to_imsg).await;
                     }
@@ -300,19 +290,5 @@ impl Shared {
         for line in self.mux.client_gone(client) {
             let _ = to_imsg.send(line).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reassembles_lines_split_across_frames() {
-        let mut partial = Vec::new();
-        assert!(split_lines(&mut partial, b"{\"a\"").is_empty());
-        let lines = split_lines(&mut partial, b":1}\n{\"b\":2}\n{\"c\"");
-        assert_eq!(lines, vec![b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n".to_vec()]);
-        assert_eq!(partial, b"{\"c\"".to_vec());
     }
 }
