@@ -87,6 +87,38 @@ async fn accept_new_records_the_key_and_trusts_it_next_time() {
     assert!(!second.info.host_key_learned);
 }
 
+/// OpenSSH appends to known_hosts in place: a symlinked file (dotfiles managed elsewhere) gets the
+/// line in its real target and stays a link, and the file keeps its mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_new_appends_through_a_symlink_and_keeps_the_files_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start();
+    let real = sshd.dir.path().join("dotfiles_known_hosts");
+    // No trailing newline: the new entry must still start on its own line.
+    std::fs::write(&real, "# managed elsewhere").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::remove_file(&sshd.known_hosts).unwrap();
+    std::os::unix::fs::symlink(&real, &sshd.known_hosts).unwrap();
+    let mut target = sshd.target();
+    target.strict_host_key_checking = StrictHostKeyChecking::AcceptNew;
+    let first = ssh::connect(&target).await.unwrap();
+    assert!(first.info.host_key_learned);
+    let link = std::fs::symlink_metadata(&sshd.known_hosts).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced by a file");
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "# managed elsewhere\n[127.0.0.1]:{} ssh-ed25519 ",
+            sshd.port
+        )),
+        "{text:?}"
+    );
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "mode {mode:o}");
+    target.strict_host_key_checking = StrictHostKeyChecking::Yes;
+    ssh::connect(&target).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_changed_key_even_under_accept_new() {
     let sshd = Sshd::start();

@@ -98,25 +98,57 @@ impl ClientHandler {
             .unwrap_or_default()
     }
 
-    /// Append the key to the first known_hosts file, atomically (accept-new).
+    /// Append the key to the first known_hosts file (accept-new), in place as OpenSSH does.
     fn record(&self, key: &PublicKeyOrCertificate) -> Result<(), String> {
         let Some(path) = self.known_hosts.first() else {
             return Err("no knownHostsFile configured".into());
         };
         let line = known_hosts::new_entry_line(&self.host, self.port, &key.public_key())
             .map_err(|e| e.to_string())?;
-        let mut text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
-        };
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&line);
-        crate::util::atomic_write(path, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        append_entry(path, &line)
     }
+}
+
+/// Append `line` to a known_hosts file the way OpenSSH's `fopen(…, "a")` does: through a symlink to
+/// its real target, keeping the file's mode (a new file gets 0666 less the umask, and a missing
+/// directory is made 0700 like `~/.ssh`). Unlike OpenSSH, a last line without its newline gets one
+/// first, so the new entry is not glued to it. One `write` of O_APPEND data keeps concurrent
+/// bridges' lines whole.
+fn append_entry(path: &std::path::Path, line: &str) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::DirBuilderExt;
+    let shown = || crate::util::escape::escape_controls(&path.display().to_string()).into_owned();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                format!(
+                    "cannot create {}: {e}",
+                    crate::util::escape::escape_controls(&dir.display().to_string())
+                )
+            })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", shown()))?;
+    let mut last = [0u8; 1];
+    let glued = match file.seek(SeekFrom::End(-1)) {
+        Ok(_) => file.read_exact(&mut last).is_ok() && last[0] != b'\n',
+        // An empty file: nothing to end.
+        Err(_) => false,
+    };
+    let text = if glued {
+        format!("\n{line}")
+    } else {
+        line.to_string()
+    };
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", shown()))
 }
 
 impl client::Handler for ClientHandler {
