@@ -164,6 +164,7 @@ pub struct RawBridge {
     pub http: Option<RawHttp>,
     pub replay: Option<RawReplay>,
     pub media: Option<RawMedia>,
+    pub outbound_media_roots: Option<Vec<String>>,
 }
 
 /// `bridge.agent`: the union of every kind's keys; `validate` rejects keys of another kind.

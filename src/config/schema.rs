@@ -196,6 +196,7 @@ pub static BRIDGE: Obj = Obj {
         ("http", Shape::Object(&HTTP)),
         ("replay", Shape::Object(&REPLAY)),
         ("media", Shape::Object(&MEDIA)),
+        ("outboundMediaRoots", Shape::Leaf),
     ]],
     root_only: &[],
 };

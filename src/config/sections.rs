@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Component, PathBuf};
 
 use super::account::normalize_id;
 use super::error::ConfigError;
@@ -87,7 +88,41 @@ pub(super) fn bridge(raw: &RawBridge, state_dir_override: Option<&str>) -> Resul
             outbound_grace_ms: non_negative(media.outbound_grace_ms, "bridge.media.outboundGraceMs")?
                 .unwrap_or(defaults.outbound_grace_ms),
         },
+        outbound_media_roots: raw
+            .outbound_media_roots
+            .as_deref()
+            .map(outbound_roots)
+            .transpose()?,
     })
+}
+
+/// `bridge.outboundMediaRoots`: each `~` expanded and absolute, `.` and `..` resolved by name. A
+/// relative root would depend on the directory the bridge happens to start in, so it is refused.
+fn outbound_roots(raw: &[String]) -> Result<Vec<PathBuf>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, root)| {
+            let expanded = expand_tilde(root.trim());
+            if !expanded.is_absolute() {
+                return Err(ConfigError::invalid(
+                    format!("bridge.outboundMediaRoots[{i}]"),
+                    format!(
+                        "{root:?} is a relative path; roots must be absolute (\"/srv/agent/outbox\") or start with ~/"
+                    ),
+                ));
+            }
+            Ok(expanded.components().fold(PathBuf::new(), |mut out, c| {
+                match c {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::CurDir => {}
+                    other => out.push(other),
+                }
+                out
+            }))
+        })
+        .collect()
 }
 
 fn agent_sink(raw: &RawAgentSink) -> Result<AgentSink, ConfigError> {

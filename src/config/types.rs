@@ -245,6 +245,9 @@ pub struct BridgeConfig {
     pub http: Option<HttpConfig>,
     pub replay: ReplayConfig,
     pub media: MediaConfig,
+    /// `bridge.outboundMediaRoots`, `~` expanded, absolute: where agents and the API may send files
+    /// from. `None`: the defaults (docs/security.md, "Outbound media roots").
+    pub outbound_media_roots: Option<Vec<PathBuf>>,
 }
 
 /// Where envelopes go (`bridge.agent`).

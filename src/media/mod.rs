@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod files;
 pub mod policy;
+pub mod roots;
 pub mod stage;
 pub mod upload;
 

@@ -601,3 +601,43 @@ fn every_complete_example_in_the_documentation_loads() {
         assert!(config.warnings.is_empty(), "{block}\n{:?}", config.warnings);
     }
 }
+
+#[test]
+fn outbound_media_roots_are_absolute_tilde_expanded_and_replace_the_defaults_when_set() {
+    assert_eq!(
+        config("{}").bridge.outbound_media_roots,
+        None,
+        "unset: the defaults"
+    );
+    let set = config("{bridge: {outboundMediaRoots: ['~/outbox', ' /srv/media/ ', '/srv/a/../b']}}").bridge;
+    assert_eq!(
+        set.outbound_media_roots,
+        Some(vec![
+            expand_tilde("~/outbox"),
+            PathBuf::from("/srv/media"),
+            PathBuf::from("/srv/b")
+        ])
+    );
+    let none = config("{bridge: {outboundMediaRoots: []}}").bridge;
+    assert_eq!(
+        none.outbound_media_roots,
+        Some(vec![]),
+        "empty: agents send no files"
+    );
+    let cases = [
+        (
+            "{bridge: {outboundMediaRoots: ['media']}}",
+            "bridge.outboundMediaRoots[0]: \"media\" is a relative path; roots must be absolute \
+             (\"/srv/agent/outbox\") or start with ~/",
+        ),
+        (
+            "{bridge: {outboundMediaRoots: ['/ok', '  ']}}",
+            "bridge.outboundMediaRoots[1]: \"  \" is a relative path; roots must be absolute \
+             (\"/srv/agent/outbox\") or start with ~/",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = error(text).to_string();
+        assert!(got.ends_with(want), "{text}\n{got}");
+    }
+}
