@@ -7,8 +7,8 @@
 //! (`sections`) into [`Config`]. Nothing here logs: warnings are returned as data.
 
 mod account;
-mod depth;
 mod error;
+mod prescan;
 mod raw;
 mod schema;
 mod sections;
@@ -172,16 +172,13 @@ fn parse_json5(text: &str) -> Result<Value, ConfigError> {
     if text.trim().is_empty() {
         return Ok(Value::Object(serde_json::Map::new()));
     }
-    if let Some(offset) = depth::too_deep(text) {
-        let at = json5::Position::from_offset(offset, text);
+    if let Some(refusal) = prescan::check(text) {
+        let at = json5::Position::from_offset(refusal.offset(), text);
         return Err(ConfigError::Syntax {
             origin: Origin::default(),
             line: at.line + 1,
             column: at.column + 1,
-            message: format!(
-                "brackets nest deeper than {} levels here; no config is that deep (is this the right file?)",
-                depth::MAX_DEPTH
-            ),
+            message: refusal.message(),
         });
     }
     json5::from_str::<Value>(text).map_err(|err| {

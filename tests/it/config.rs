@@ -129,3 +129,24 @@ fn an_error_that_quotes_its_cause_does_not_say_it_twice() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_control_character_inside_a_string_is_named_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.json5");
+    std::fs::write(&path, "{\n  bridge: {\n    agentId: \"ma\u{1}in\",\n  },\n}\n").unwrap();
+    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("chats")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("line 3 column 17") && stderr.contains("control character U+0001 inside a string"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ends inside"), "{stderr}");
+}
