@@ -13,6 +13,7 @@ mod channel;
 mod client;
 mod config;
 mod control;
+mod crypto;
 mod demo;
 mod doctor;
 mod dropin;
