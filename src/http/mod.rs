@@ -12,8 +12,10 @@
 //! Every error is a JSON object `{"error": "<one line>"}`.
 
 mod auth;
+mod limits;
 pub mod metrics;
 mod routes;
+mod serve;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::HttpConfig;
 pub use auth::{MIN_TOKEN_CHARS, TokenProblem};
+pub use limits::{HEADER_TIMEOUT, IDLE_TIMEOUT, Limits, MAX_CONNECTIONS};
 pub use metrics::Metrics;
 
 /// Largest accepted request body; a send request is a few hundred bytes, so anything near this is
@@ -147,13 +150,26 @@ pub async fn serve(
 }
 
 /// Serve on an already bound listener (tests bind port 0 and read the port back) until `shutdown`
-/// is cancelled; requests in flight then get 5 s (`SHUTDOWN_GRACE`) to finish.
+/// is cancelled; requests in flight then get 5 s (`SHUTDOWN_GRACE`) to finish. Connections are bounded
+/// by the default [`Limits`].
 pub async fn serve_on(
     listener: TcpListener,
     token: String,
     control: Arc<impl Control>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+) -> Result<(), HttpError> {
+    serve_limited(listener, token, control, metrics, shutdown, Limits::default()).await
+}
+
+/// [`serve_on`] with the given limits (tests shorten them).
+async fn serve_limited(
+    listener: TcpListener,
+    token: String,
+    control: Arc<impl Control>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    limits: Limits,
 ) -> Result<(), HttpError> {
     // Checked again here because an empty token would let an empty `Bearer ` through.
     auth::check_token(Some(token.clone().into())).map_err(HttpError::WeakToken)?;
@@ -168,23 +184,6 @@ pub async fn serve_on(
              it and the bearer token crosses the network in clear text"
         );
     }
-
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => result.map_err(HttpError::Serve),
-        () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-            Ok(result) => {
-                info!("control API stopped");
-                result.map_err(HttpError::Serve)
-            }
-            Err(_) => {
-                warn!(
-                    "control API: requests still open {}s after shutdown; dropping them",
-                    SHUTDOWN_GRACE.as_secs()
-                );
-                Ok(())
-            }
-        },
-    }
+    serve::run(listener, app, limits, shutdown).await;
+    Ok(())
 }

@@ -61,6 +61,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(Limits::default()).await
+    }
+
+    async fn start_with(limits: Limits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -69,12 +73,13 @@ impl Harness {
             metrics: metrics.clone(),
         });
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve_on(
+        let task = tokio::spawn(serve_limited(
             listener,
             TOKEN.to_owned(),
             control.clone(),
             metrics.clone(),
             shutdown.clone(),
+            limits,
         ));
         Self {
             addr,
@@ -669,4 +674,146 @@ async fn an_idle_client_connection_does_not_delay_shutdown() {
         started.elapsed()
     );
     drop(idle);
+}
+
+/// A connection that sent a request line and one header, and never the blank line that ends them.
+async fn stalled(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`; bytes it sends first are skipped.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let reading = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(within, reading).await.is_ok()
+}
+
+/// One keep-alive `GET /v1/status` on an open connection; returns the status code.
+async fn status_on(stream: &mut TcpStream) -> u16 {
+    let request = format!("GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The fake status is a small JSON object: the response is complete once its body has arrived.
+    while !raw.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the response: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+    parse_response(&raw).status
+}
+
+fn limits(header_ms: u64, idle_ms: u64, max_connections: usize) -> Limits {
+    Limits {
+        header_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        max_connections,
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed_at_the_header_timeout() {
+    let h = Harness::start_with(limits(300, 60_000, 16)).await;
+    let mut stream = stalled(h.addr).await;
+    assert!(
+        !closed_within(&mut stream, Duration::from_millis(100)).await,
+        "closed before the header timeout"
+    );
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(10)).await,
+        "still open long after the header timeout"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_new_connection_is_closed_at_the_header_timeout() {
+    let h = Harness::start_with(limits(300, 60_000, 16)).await;
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_may_wait_longer_than_the_header_timeout_between_requests() {
+    let h = Harness::start_with(limits(200, 60_000, 16)).await;
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    assert_eq!(status_on(&mut stream).await, 200);
+    // Five header timeouts without a byte: idle, not stalled in a request.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(status_on(&mut stream).await, 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let h = Harness::start_with(limits(60_000, 300, 16)).await;
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    assert_eq!(status_on(&mut stream).await, 200);
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(10)).await,
+        "idle connection still open long after the idle timeout"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_the_longest_stalled_connection_gives_way_to_an_authorised_request() {
+    let h = Harness::start_with(limits(60_000, 60_000, 4)).await;
+    let mut oldest = stalled(h.addr).await;
+    // Accepted in this order: the first is the one stalled longest.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(stalled(h.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let reply = h.get("/v1/status", Some(TOKEN)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        closed_within(&mut oldest, Duration::from_secs(5)).await,
+        "the oldest stalled connection is still open"
+    );
+    for stream in &mut others {
+        assert!(
+            !closed_within(stream, Duration::from_millis(100)).await,
+            "a newer stalled connection was closed"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_connection_does_not_delay_shutdown() {
+    let h = Harness::start().await;
+    let mut stream = stalled(h.addr).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    h.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(closed_within(&mut stream, Duration::from_secs(2)).await);
 }
