@@ -343,15 +343,7 @@ async fn ssh_checks(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> O
                 "ssh.handshake",
                 format!("SSH with {} (host key {})", target.display(), conn.info.algorithm),
             );
-            let learned = if conn.info.host_key_learned {
-                ", recorded now (accept-new)"
-            } else {
-                ""
-            };
-            r.ok(
-                "ssh.host_key",
-                format!("{} trusted{learned}", conn.info.fingerprint),
-            );
+            host_key_row(r, &target, &conn.info);
             let banner = conn
                 .info
                 .banner
@@ -390,6 +382,46 @@ async fn ssh_checks(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> O
             }
             None
         }
+    }
+}
+
+/// The host-key row of a connection that succeeded: trusted, or a warning when only
+/// StrictHostKeyChecking no let the key through (the same whichever source said "no").
+fn host_key_row(r: &mut Report, target: &ssh::SshTarget, info: &ssh::ConnectionInfo) {
+    let name = ssh::known_hosts::lookup_name(&target.host, target.port);
+    let verify = "verify the fingerprint on the Mac (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)";
+    match &info.host_key_unverified {
+        None => {
+            let learned = if info.host_key_learned {
+                ", recorded now (accept-new)"
+            } else {
+                ""
+            };
+            r.ok("ssh.host_key", format!("{} trusted{learned}", info.fingerprint));
+        }
+        Some(ssh::HostKeyUnverified::Changed { known, file, line }) => r.add(
+            "ssh.host_key",
+            Status::Warn,
+            format!(
+                "host key CHANGED: {file} line {line} has {known}, the server presented {} {}; connected only because StrictHostKeyChecking is no",
+                info.algorithm, info.fingerprint
+            ),
+            Some(&format!(
+                "{verify}; if it is the Mac's new key, remove the old line with `ssh-keygen -R '{name}' -f {file}` and record the new one (StrictHostKeyChecking accept-new); then stop using StrictHostKeyChecking no"
+            )),
+        ),
+        Some(ssh::HostKeyUnverified::Unknown) => r.add(
+            "ssh.host_key",
+            Status::Warn,
+            format!(
+                "{} {} not verified: no known_hosts line names {name}; connected only because StrictHostKeyChecking is no",
+                info.algorithm, info.fingerprint
+            ),
+            Some(&format!(
+                "{verify}, then add it with `ssh-keyscan -p {} {} >> ~/.ssh/known_hosts` (or use StrictHostKeyChecking accept-new) and stop using StrictHostKeyChecking no",
+                target.port, target.host
+            )),
+        ),
     }
 }
 

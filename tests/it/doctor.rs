@@ -10,6 +10,11 @@ use crate::sshd::{Sshd, SshdOptions};
 use crate::support::{OPEN_ACCESS, SimMac, imsg_bridge_bin, imsg_sim_bin};
 
 fn config(sshd: &Sshd, mac: &SimMac, cli: &Path) -> PathBuf {
+    config_with(sshd, mac, cli, "")
+}
+
+/// [`config`] with more keys in the ssh block (`extra` ends with a comma).
+fn config_with(sshd: &Sshd, mac: &SimMac, cli: &Path, extra: &str) -> PathBuf {
     let path = mac.dir.path().join("config.json5");
     let root = std::fs::canonicalize(mac.dir.path()).unwrap().join("Attachments");
     std::fs::create_dir_all(&root).unwrap();
@@ -18,7 +23,7 @@ fn config(sshd: &Sshd, mac: &SimMac, cli: &Path) -> PathBuf {
         format!(
             "{{ channels: {{ imessage: {{ dbPath: {db:?}, {OPEN_ACCESS} includeAttachments: true, remoteAttachmentRoots: [{root:?}],
                  ssh: {{ host: \"127.0.0.1\", port: {port}, user: {user:?}, identityFile: {key:?}, knownHostsFile: {kh:?},
-                        remoteCliPath: {cli:?}, useAgent: false }} }} }},
+                        remoteCliPath: {cli:?}, useAgent: false, {extra} }} }} }},
                bridge: {{ stateDir: {state:?} }} }}",
             db = mac.db.display().to_string(),
             root = root.display().to_string(),
@@ -275,4 +280,115 @@ fn warns_when_openclaw_json_would_drop_the_drop_ins_attachments() {
     let (_, checks) = doctor(&write(&fixed), &[]);
     let row = check(&checks, "openclaw");
     assert_eq!(row["status"], "ok", "{row}");
+}
+
+/// `ssh-keygen -lf FILE`'s `SHA256:…` fingerprint.
+fn fingerprint(public_key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
+        .to_string()
+}
+
+/// Pin a different key for the server in its known_hosts; returns (recorded, presented) fingerprints.
+fn pin_a_wrong_key(sshd: &Sshd) -> (String, String) {
+    let other = sshd.dir.path().join("other_host_key");
+    crate::sshd::keygen(&other, "ed25519", "");
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    std::fs::write(
+        &sshd.known_hosts,
+        format!("[127.0.0.1]:{} {}", sshd.port, other_pub),
+    )
+    .unwrap();
+    (
+        fingerprint(&other.with_extension("pub")),
+        fingerprint(&sshd.dir.path().join("host_ed25519.pub")),
+    )
+}
+
+fn assert_warns_of_a_changed_key(checks: &[Value], recorded: &str, presented: &str) {
+    let key = check(checks, "ssh.host_key");
+    assert_eq!(key["status"], "warn", "{key}");
+    let detail = key["detail"].as_str().unwrap();
+    assert!(detail.contains("CHANGED"), "{detail}");
+    assert!(
+        detail.contains(recorded) && detail.contains(presented),
+        "{detail}"
+    );
+    assert!(detail.contains("StrictHostKeyChecking is no"), "{detail}");
+    assert!(key["remedy"].as_str().unwrap().contains("ssh-keygen -R"), "{key}");
+}
+
+#[test]
+fn warns_of_a_changed_host_key_let_through_by_strict_host_key_checking_no() {
+    let sshd = Sshd::start();
+    let (recorded, presented) = pin_a_wrong_key(&sshd);
+    let mac = SimMac::new();
+    let config = config_with(&sshd, &mac, &imsg_sim_bin(), "strictHostKeyChecking: \"no\",");
+    let (code, checks) = doctor(&config, &[]);
+    assert_eq!(code, Some(0), "a warning is not a failure: {checks:#?}");
+    assert_warns_of_a_changed_key(&checks, &recorded, &presented);
+}
+
+/// The same when `StrictHostKeyChecking no` comes from an ssh config file (`ssh -F` in a wrapper).
+#[test]
+fn warns_of_a_changed_host_key_when_the_ssh_config_says_no() {
+    let sshd = Sshd::start();
+    let (recorded, presented) = pin_a_wrong_key(&sshd);
+    let mac = SimMac::new();
+    let ssh_config = mac.dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        format!(
+            "Host mac\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  StrictHostKeyChecking no\n",
+            sshd.port,
+            sshd.user,
+            sshd.client_key.display(),
+            sshd.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let config = wrapper_config(&mac, &format!("ssh -F {} -T mac", ssh_config.display()));
+    let (code, checks) = doctor(&config, &[]);
+    assert_eq!(code, Some(0), "a warning is not a failure: {checks:#?}");
+    assert_eq!(check(&checks, "wrapper")["status"], "ok", "{checks:#?}");
+    assert_warns_of_a_changed_key(&checks, &recorded, &presented);
+}
+
+/// A config without an ssh block whose cliPath is `exec <ssh_command> …/imsg "$@"` (a transparent
+/// wrapper: its remote imsg is imsg-sim under the name `imsg`).
+fn wrapper_config(mac: &SimMac, ssh_command: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = mac.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let imsg = bin.join("imsg");
+    if !imsg.exists() {
+        std::os::unix::fs::symlink(imsg_sim_bin(), &imsg).unwrap();
+    }
+    let wrapper = mac.dir.path().join("imsg-ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {ssh_command} {} \"$@\"\n", imsg.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = mac.dir.path().join("wrapper-config.json5");
+    std::fs::write(
+        &path,
+        format!(
+            "{{ channels: {{ imessage: {{ cliPath: {cli:?}, dbPath: {db:?}, {OPEN_ACCESS} }} }},
+               bridge: {{ stateDir: {state:?} }} }}",
+            cli = wrapper.display().to_string(),
+            db = mac.db.display().to_string(),
+            state = mac.state_dir().display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
 }

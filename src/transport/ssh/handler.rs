@@ -10,7 +10,7 @@ use russh::{Channel, ChannelOpenFailure};
 use tracing::{info, warn};
 
 use super::known_hosts::{self, HostKeyStatus, KnownHostsText};
-use super::{SshTarget, StrictHostKeyChecking};
+use super::{HostKeyUnverified, SshTarget, StrictHostKeyChecking};
 
 /// What the handler learnt during the handshake, shared with the task that connects.
 #[derive(Debug, Default)]
@@ -23,6 +23,8 @@ pub struct Observed {
     pub refusal: Option<Refusal>,
     /// Set when `accept-new` recorded the key.
     pub learned: bool,
+    /// Set when `strictHostKeyChecking: "no"` let an unknown or contradicted key through.
+    pub unverified: Option<HostKeyUnverified>,
     /// Authentication banners (Tailscale "check" mode sends its URL here).
     pub banner: Option<String>,
     /// Why the session ended, once it has (keepalive timeout, the server's goodbye, an I/O error).
@@ -78,16 +80,15 @@ impl ClientHandler {
             .collect()
     }
 
-    fn verdict(&self, key: &PublicKeyOrCertificate) -> HostKeyStatus {
-        let files = self.read_known_hosts();
+    fn verdict(&self, key: &PublicKeyOrCertificate, files: &[KnownHostsText]) -> HostKeyStatus {
         match key {
             PublicKeyOrCertificate::Certificate(cert) => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                known_hosts::check_certificate(&files, &self.host, self.port, cert, now)
+                known_hosts::check_certificate(files, &self.host, self.port, cert, now)
             }
-            other => known_hosts::check_key(&files, &self.host, self.port, &other.public_key()),
+            other => known_hosts::check_key(files, &self.host, self.port, &other.public_key()),
         }
     }
 
@@ -164,7 +165,8 @@ impl client::Handler for ClientHandler {
         if self.strict == StrictHostKeyChecking::No {
             warn!(host = %self.host, "strictHostKeyChecking is \"no\": the host key is not enforced on this connection");
         }
-        let status = self.verdict(key);
+        let files = self.read_known_hosts();
+        let status = self.verdict(key, &files);
         let refusal = match (status, self.strict) {
             (HostKeyStatus::Trusted { .. }, _) => None,
             (HostKeyStatus::Revoked { file, line }, _) => Some(Refusal::Revoked {
@@ -173,7 +175,14 @@ impl client::Handler for ClientHandler {
             }),
             // A changed key is refused even under accept-new; only `no` lets it through (loudly).
             (HostKeyStatus::Changed { file, line }, StrictHostKeyChecking::No) => {
-                warn!(host = %self.host, file = %self.file_name(file), line, "host key CHANGED, accepted because strictHostKeyChecking is \"no\"");
+                let known = known_hosts::fingerprint_at(&files, file, line).unwrap_or_default();
+                let presented = public.fingerprint(HashAlg::Sha256).to_string();
+                warn!(host = %self.host, file = %self.file_name(file), line, %known, %presented, "host key CHANGED, accepted because strictHostKeyChecking is \"no\"");
+                lock(&self.observed).unverified = Some(HostKeyUnverified::Changed {
+                    known,
+                    file: self.file_name(file),
+                    line,
+                });
                 None
             }
             (HostKeyStatus::Changed { file, line }, _) => Some(Refusal::Changed {
@@ -189,7 +198,10 @@ impl client::Handler for ClientHandler {
                 }
                 Err(detail) => Some(Refusal::CannotRecord { detail }),
             },
-            (HostKeyStatus::Unknown, StrictHostKeyChecking::No) => None,
+            (HostKeyStatus::Unknown, StrictHostKeyChecking::No) => {
+                lock(&self.observed).unverified = Some(HostKeyUnverified::Unknown);
+                None
+            }
         };
         let accepted = refusal.is_none();
         lock(&self.observed).refusal = refusal;

@@ -137,8 +137,24 @@ pub struct ConnectionInfo {
     pub fingerprint: String,
     pub algorithm: String,
     pub host_key_learned: bool,
+    /// Set when the key was let through unverified (`strictHostKeyChecking: "no"`).
+    pub host_key_unverified: Option<HostKeyUnverified>,
     pub auth_method: AuthMethod,
     pub banner: Option<String>,
+}
+
+/// Why a host key was accepted without being verified: only `strictHostKeyChecking: "no"` (from the
+/// config, a wrapper's `-o` or ssh_config) does that, and doctor warns about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyUnverified {
+    /// No known_hosts line names the host.
+    Unknown,
+    /// known_hosts records another key for the host: `known` is its `SHA256:…` fingerprint.
+    Changed {
+        known: String,
+        file: String,
+        line: usize,
+    },
 }
 
 /// An authenticated connection. Channels may be opened from several tasks at once.
@@ -283,6 +299,7 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection, SshError> {
             fingerprint: seen.fingerprint.clone().unwrap_or_default(),
             algorithm: seen.algorithm.clone().unwrap_or_default(),
             host_key_learned: seen.learned,
+            host_key_unverified: seen.unverified.clone(),
             auth_method: method,
             banner: seen.banner.clone(),
         };

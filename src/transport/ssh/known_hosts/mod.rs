@@ -161,6 +161,20 @@ pub fn new_entry_line(host: &str, port: u16, key: &PublicKey) -> Result<String, 
     ))
 }
 
+/// The `SHA256:…` fingerprint of the key on `line` (1-based) of file `file`, to show next to the
+/// server's when a recorded key is contradicted.
+pub fn fingerprint_at(files: &[KnownHostsText], file: usize, line: usize) -> Option<String> {
+    let text = &files.get(file)?.text;
+    entries(text)
+        .find(|(number, _)| *number == line)
+        .map(|(_, entry)| {
+            entry
+                .public_key()
+                .fingerprint(russh::keys::HashAlg::Sha256)
+                .to_string()
+        })
+}
+
 /// Parsed entries with 1-based line numbers. Whitespace is normalised first (ssh-key rejects tabs)
 /// and unparsable lines are skipped one by one, as OpenSSH does, instead of failing the file.
 fn entries(text: &str) -> impl Iterator<Item = (usize, Entry)> + '_ {

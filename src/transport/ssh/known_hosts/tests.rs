@@ -133,3 +133,14 @@ fn writes_new_entries_in_the_form_it_reads() {
         HostKeyStatus::Trusted { .. }
     ));
 }
+
+#[test]
+fn names_the_fingerprint_recorded_on_a_line() {
+    let files = [KnownHostsText {
+        text: format!("# header\nmac.local {K2}\n"),
+    }];
+    let expected = key(K2).fingerprint(russh::keys::HashAlg::Sha256).to_string();
+    assert_eq!(fingerprint_at(&files, 0, 2), Some(expected));
+    assert_eq!(fingerprint_at(&files, 0, 1), None, "a comment holds no key");
+    assert_eq!(fingerprint_at(&files, 1, 2), None);
+}
