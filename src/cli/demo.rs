@@ -3,6 +3,7 @@
 //! the gateway reaches it over the native SSH path, a built-in echo agent answers, and a scripted
 //! conversation shows pairing, replies, group gating and a photo pulled over SFTP.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,22 +12,31 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use sha2::{Digest, Sha256};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::demo::DemoServer;
-use crate::envelope::Envelope;
+use crate::envelope::{ChatType, Envelope};
 use crate::gateway::fleet::{self, FleetOptions};
 use crate::gateway::status::{AccountState, StatusBoard};
 use crate::sim::db::{InjectSpec, inject};
 use crate::sink::Sink;
-use crate::sink::reply::{AgentReply, Outboxes};
+use crate::sink::reply::{AgentReply, Outboxes, RouteError};
+use crate::util::escape::escape_controls;
 
 const OWNER: &str = "+14155550100";
 const FRIEND: &str = "jane@example.com";
 const STRANGER: &str = "+14155550199";
 /// Each step of the script gets this long; the demo normally takes a few seconds in all.
 const STEP: Duration = Duration::from_secs(30);
+/// How long the gateway may take to stop after the script or a signal: the issue's bound for Ctrl-C is
+/// 2 s, and a clean stop takes milliseconds (unsubscribe, close the exec channel, disconnect).
+const SHUTDOWN: Duration = Duration::from_millis(1500);
+/// How often the kept demo looks for the bot's new rows in chat.db.
+const POLL: Duration = Duration::from_millis(100);
+/// The sink's envelope channel: the script reads it, and the kept demo drains it as envelopes come.
+const ENVELOPE_QUEUE: usize = 64;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -46,7 +56,41 @@ impl Timeline {
     }
 }
 
+/// SIGINT and SIGTERM, caught from the very start so that either stops the demo cleanly at any
+/// point: without a handler SIGTERM killed it outright, and tokio's `ctrl_c()`, installed only after
+/// the script, kept a later Ctrl-C from killing a demo whose shutdown hung.
+struct StopSignals {
+    int: Signal,
+    term: Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM, by name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// How the demo ended.
+enum Ended {
+    /// The script played (and, kept running, was stopped by a signal afterwards).
+    Played,
+    /// A signal stopped the script half-way: exit 128 + the signal's number, as a shell reports it.
+    Interrupted(&'static str),
+}
+
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut stop = StopSignals::install()?;
     let t = Timeline {
         started: Instant::now(),
     };
@@ -54,14 +98,19 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = std::fs::canonicalize(&dir)?;
-    let result = run_script(&dir, &t, args.keep_running).await;
+    let result = run_script(&dir, &t, args.keep_running, &mut stop).await;
     if !args.keep_running {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }
 
-async fn run_script(dir: &Path, t: &Timeline, keep_running: bool) -> anyhow::Result<ExitCode> {
+async fn run_script(
+    dir: &Path,
+    t: &Timeline,
+    keep_running: bool,
+    stop: &mut StopSignals,
+) -> anyhow::Result<ExitCode> {
     let db = dir.join("chat.db");
     crate::sim::db::init(&db, false)?;
     std::fs::create_dir_all(dir.join("Attachments"))?;
@@ -79,7 +128,7 @@ async fn run_script(dir: &Path, t: &Timeline, keep_running: bool) -> anyhow::Res
 
     // The gateway is the library's fleet, as `run` runs it, with the echo agent as its sink.
     let cancel = CancellationToken::new();
-    let (envelopes_tx, envelopes) = mpsc::channel::<Envelope>(64);
+    let (envelopes_tx, mut envelopes) = mpsc::channel::<Envelope>(ENVELOPE_QUEUE);
     let options = FleetOptions {
         sink: Some(Sink::Channel(envelopes_tx)),
         ..FleetOptions::default()
@@ -94,16 +143,25 @@ async fn run_script(dir: &Path, t: &Timeline, keep_running: bool) -> anyhow::Res
     };
     let fleet = fleet::run(&config, options, cancel.clone());
     tokio::pin!(fleet);
-    let played = tokio::select! {
-        played = script.play(envelopes, keep_running) => played,
+    let ended = tokio::select! {
+        ended = script.run(&mut envelopes, keep_running, stop) => ended,
         end = &mut fleet => Err(anyhow::anyhow!("the gateway stopped before the script ended: {end:?}")),
     };
     cancel.cancel();
-    let _ = fleet.await;
+    // The envelope channel stays open until the gateway is down: an envelope in hand is taken, not
+    // failed with "stopped before the agent took the envelope".
+    if tokio::time::timeout(SHUTDOWN, &mut fleet).await.is_err() {
+        tracing::warn!(
+            "the gateway did not stop within {} ms; leaving it",
+            SHUTDOWN.as_millis()
+        );
+    }
+    drop(envelopes);
     drop(server);
-    played?;
-    t.say("done: pairing, reply, held group history and an SFTP-pulled photo, all over one SSH connection");
-    Ok(ExitCode::SUCCESS)
+    match ended? {
+        Ended::Played => Ok(ExitCode::SUCCESS),
+        Ended::Interrupted(name) => Ok(ExitCode::from(if name == "SIGINT" { 130 } else { 143 })),
+    }
 }
 
 /// The scripted conversation against the running gateway.
@@ -117,7 +175,68 @@ struct Script<'a> {
 }
 
 impl Script<'_> {
-    async fn play(&self, mut envelopes: mpsc::Receiver<Envelope>, keep_running: bool) -> anyhow::Result<()> {
+    /// The script, then (kept running) the injected conversation, until the end or a signal.
+    async fn run(
+        &self,
+        envelopes: &mut mpsc::Receiver<Envelope>,
+        keep_running: bool,
+        stop: &mut StopSignals,
+    ) -> anyhow::Result<Ended> {
+        tokio::select! {
+            played = self.play(envelopes) => played?,
+            name = stop.next() => {
+                self.t.say(&format!("{name}: stopping before the script ended"));
+                return Ok(Ended::Interrupted(name));
+            }
+        }
+        self.t.say(
+            "done: pairing, reply, held group history and an SFTP-pulled photo, all over one SSH connection",
+        );
+        if keep_running {
+            println!();
+            println!("still running. Inject with:");
+            println!(
+                "  imsg-sim inject --db {} --from {OWNER} --text \"hi\"",
+                self.db.display()
+            );
+            println!("Ctrl-C stops.");
+            let name = self.keep_running(envelopes, stop).await?;
+            self.t.say(&format!("{name}: stopping"));
+        }
+        Ok(Ended::Played)
+    }
+
+    /// Answer whatever is injected, showing each message and the reply as the simulated Messages
+    /// stored it, until a signal. The envelope channel is drained as envelopes come: left unread, it
+    /// filled up after 64 envelopes and the gateway (and its cursor) stopped there.
+    async fn keep_running(
+        &self,
+        envelopes: &mut mpsc::Receiver<Envelope>,
+        stop: &mut StopSignals,
+    ) -> anyhow::Result<&'static str> {
+        let mut sent = SentLog::from_now(self.db)?;
+        let mut replies = VecDeque::new();
+        let mut poll = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                name = stop.next() => return Ok(name),
+                envelope = envelopes.recv() => {
+                    let envelope = envelope.context("the gateway stopped taking envelopes")?;
+                    self.t.say(&inbound_line(&envelope));
+                    replies.push_back(echo_reply(&self.outboxes, &envelope));
+                    route_waiting(&self.outboxes, &mut replies);
+                }
+                _ = poll.tick() => {
+                    route_waiting(&self.outboxes, &mut replies);
+                    for line in sent.new_lines()? {
+                        self.t.say(&line);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn play(&self, envelopes: &mut mpsc::Receiver<Envelope>) -> anyhow::Result<()> {
         let t = self.t;
         wait_for(STEP, "the gateway to connect", || {
             self.status
@@ -134,9 +253,9 @@ impl Script<'_> {
             "imsg-bridge connected over native SSH (host key {fingerprint})"
         ));
         let stranger_chat = self.pairing().await?;
-        let mut delivered = vec![self.reply(&mut envelopes, stranger_chat).await?];
-        delivered.push(self.group(&mut envelopes).await?);
-        let (photo, matches) = self.photo(&mut envelopes).await?;
+        let mut delivered = vec![self.reply(envelopes, stranger_chat).await?];
+        delivered.push(self.group(envelopes).await?);
+        let (photo, matches) = self.photo(envelopes).await?;
         delivered.push(photo);
         println!();
         println!("envelopes handed to the agent:");
@@ -145,16 +264,6 @@ impl Script<'_> {
         }
         if !matches {
             bail!("the staged photo's sha256 differs from the source");
-        }
-        if keep_running {
-            println!();
-            println!("still running. Inject with:");
-            println!(
-                "  imsg-sim inject --db {} --from {OWNER} --text \"hi\"",
-                self.db.display()
-            );
-            println!("Ctrl-C stops.");
-            let _ = tokio::signal::ctrl_c().await;
         }
         Ok(())
     }
@@ -278,20 +387,105 @@ fn demo_config(dir: &Path, server: &DemoServer, known_hosts: &Path, db: &Path) -
 
 /// The built-in agent: answers every envelope with "echo: <text>".
 fn echo(outboxes: &Outboxes, envelope: &Envelope) {
+    if let Err(err) = outboxes.route(echo_reply(outboxes, envelope)) {
+        tracing::warn!("demo agent: {err}");
+    }
+}
+
+/// The echo agent's answer to `envelope`, addressable once the envelope is remembered.
+fn echo_reply(outboxes: &Outboxes, envelope: &Envelope) -> AgentReply {
     outboxes.remember(&envelope.id, &envelope.account, &envelope.to);
     let text = if envelope.text.trim().is_empty() {
         "echo: (a photo, thanks)".to_string()
     } else {
         format!("echo: {}", envelope.text)
     };
-    let reply = AgentReply {
+    AgentReply {
         envelope_id: Some(envelope.id.clone()),
         text: Some(text),
         ..AgentReply::default()
-    };
-    if let Err(err) = outboxes.route(reply) {
-        tracing::warn!("demo agent: {err}");
     }
+}
+
+/// Queue the waiting replies in order. A full outbox keeps the rest for the next try rather than
+/// waiting: the account empties its outbox only between batches, and a batch may be waiting on us.
+fn route_waiting(outboxes: &Outboxes, replies: &mut VecDeque<AgentReply>) {
+    while let Some(reply) = replies.front() {
+        match outboxes.route(reply.clone()) {
+            Err(RouteError::Full(_)) => return,
+            Err(err) => tracing::warn!("demo agent: {err}"),
+            Ok(()) => {}
+        }
+        replies.pop_front();
+    }
+}
+
+/// `+1415… → bot: text` for a direct message, `+1415… → Crew: text` in a group.
+fn inbound_line(envelope: &Envelope) -> String {
+    let to = match envelope.chat_type {
+        ChatType::Direct => "bot",
+        ChatType::Group if !envelope.chat.name.is_empty() => &envelope.chat.name,
+        ChatType::Group => &envelope.chat.identifier,
+    };
+    let media = match envelope.media.len() {
+        0 => String::new(),
+        n => format!(" [{n} attachment(s)]"),
+    };
+    format!(
+        "{} → {}: {}{media}",
+        escape_controls(&envelope.sender.handle),
+        escape_controls(to),
+        escape_controls(&envelope.text)
+    )
+}
+
+/// The bot's rows in chat.db after a starting point: the kept demo shows a reply once the simulated
+/// Messages has stored it, not when the agent queued it.
+struct SentLog<'a> {
+    db: &'a Path,
+    after: i64,
+}
+
+impl<'a> SentLog<'a> {
+    /// Starting after the newest row now in the database.
+    fn from_now(db: &'a Path) -> anyhow::Result<Self> {
+        let conn = read_only(db)?;
+        let after = conn.query_row("SELECT IFNULL(MAX(ROWID), 0) FROM message", [], |row| row.get(0))?;
+        Ok(Self { db, after })
+    }
+
+    /// `bot → <chat>: text` for each row sent since the last call, oldest first.
+    fn new_lines(&mut self) -> anyhow::Result<Vec<String>> {
+        let conn = read_only(self.db)?;
+        let mut stmt = conn.prepare(
+            "SELECT m.ROWID, IFNULL(m.text, ''), IFNULL(NULLIF(c.display_name, ''), c.chat_identifier)
+             FROM message m JOIN chat_message_join j ON j.message_id = m.ROWID JOIN chat c ON c.ROWID = j.chat_id
+             WHERE m.is_from_me = 1 AND m.ROWID > ?1 ORDER BY m.ROWID",
+        )?;
+        let rows = stmt.query_map([self.after], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        let mut lines = Vec::new();
+        for row in rows {
+            let (rowid, text, chat) = row?;
+            self.after = rowid;
+            let chat = chat.unwrap_or_default();
+            lines.push(format!(
+                "bot → {}: {}",
+                escape_controls(&chat),
+                escape_controls(&text)
+            ));
+        }
+        Ok(lines)
+    }
+}
+
+fn read_only(db: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
 }
 
 fn dm(db: &Path, from: &str, text: &str, file: Option<&Path>) -> anyhow::Result<i64> {
@@ -343,7 +537,7 @@ async fn wait_sent(db: &Path, chat_id: i64, count: usize) -> anyhow::Result<Stri
 
 /// Our rows in a chat, oldest first, read straight from chat.db.
 fn sent_rows(db: &Path, chat_id: i64) -> anyhow::Result<Vec<String>> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = read_only(db)?;
     let mut stmt = conn.prepare(
         "SELECT m.text FROM message m JOIN chat_message_join j ON j.message_id = m.ROWID
          WHERE j.chat_id = ?1 AND m.is_from_me = 1 ORDER BY m.ROWID",
