@@ -16,6 +16,7 @@ use crate::config::{Account, Config};
 use crate::dropin::command::{Mode, leads_back, mode};
 use crate::dropin::passthrough::{self, CommandSettings};
 use crate::dropin::{self, Finish, LinkSource, ProxySettings};
+use crate::media::roots::OutboundRoots;
 use crate::transport::link::LinkOptions;
 use crate::transport::resolve::{self, Plan};
 use crate::transport::ssh::SshTarget;
@@ -116,6 +117,7 @@ pub async fn imsg(
                 remote_cli,
                 upload_max_bytes,
                 sftp_timeout: media.sftp_timeout,
+                outbound: OutboundRoots::for_operator(config),
             };
             passthrough::run(&mut source, args.args.clone(), &settings).await
         }
@@ -128,6 +130,7 @@ pub async fn imsg(
                 media_retries: media.retries,
                 sftp_timeout: media.sftp_timeout,
                 upload_max_bytes,
+                outbound: OutboundRoots::for_operator(config),
                 grace: Duration::from_millis(config.bridge.media.outbound_grace_ms),
                 cache_max_bytes: media.cache_max_bytes,
                 cache_max_age: media.cache_max_age,

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::CliError;
 use super::account::OpenAccount;
 use crate::config::{Account, Config};
+use crate::media::roots::{Caller, OutboundRoots};
 use crate::outbound::sender::{self, Sent};
 use crate::outbound::{self, Link, Request, SendError, Sender, Shape};
 
@@ -36,13 +37,16 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
     let usage = |e: SendError| CliError::Usage(e.to_string());
     let target = outbound::parse(&args.target).map_err(|e| CliError::Usage(e.0))?;
     let max_bytes = account.media_max_mb.saturating_mul(1024 * 1024);
-    sender::check_files(&args.file, max_bytes, account.media_max_mb).map_err(usage)?;
+    // Refused files exit 2 before anything connects: asking again will not change the answer.
+    let roots = OutboundRoots::for_operator(config);
+    sender::check_files(&args.file, &roots, max_bytes, account.media_max_mb).map_err(usage)?;
     let request = Request {
         to: target,
         text: args.text.clone().unwrap_or_default(),
         media: args.file.clone(),
         shape: Shape::Chunked,
         reply_to: None,
+        origin: Caller::Operator,
     };
     let mut sender = Sender::new(
         sender::Settings {
@@ -52,6 +56,7 @@ pub async fn send(config: &Config, account: &Account, args: &SendArgs) -> anyhow
             max_bytes,
             grace: Duration::from_millis(config.bridge.media.outbound_grace_ms),
             state_dir: config.bridge.state_dir.clone(),
+            roots,
         },
         Instant::now(),
     );

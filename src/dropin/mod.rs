@@ -42,6 +42,9 @@ pub enum DropinError {
     },
     #[error("the connection to the Mac closed before imsg exited")]
     Lost,
+    /// A `--file` in a place never sent from (docs/security.md, "Outbound media roots").
+    #[error(transparent)]
+    Refused(#[from] crate::media::roots::RootsError),
 }
 
 /// Remove staging folders an earlier run left on the Mac (best effort, in the background).

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::command::{file_args, remote_line, replace_file_arg};
 use super::{DropinError, LinkSource};
 use crate::media::RemoteFiles;
+use crate::media::roots::{Caller, OutboundRoots};
 use crate::media::upload;
 use crate::transport::link::Link;
 use crate::transport::ssh::{ExecEvent, ExecInput};
@@ -22,6 +23,8 @@ pub struct CommandSettings {
     pub remote_cli: Option<String>,
     pub upload_max_bytes: u64,
     pub sftp_timeout: Duration,
+    /// The places never sent from, whoever runs the command.
+    pub outbound: OutboundRoots,
 }
 
 /// Run `imsg ARGS…` on the Mac; its exit status (128 + signal when killed).
@@ -74,9 +77,14 @@ async fn upload_file_args(
     if local.is_empty() {
         return Ok(());
     }
+    // Every file is checked before the first upload; the real path is what is uploaded.
+    let mut real = Vec::with_capacity(local.len());
+    for arg in &local {
+        real.push(settings.outbound.check(Path::new(&arg.path), Caller::Operator)?);
+    }
     let files = RemoteFiles::new(link.clone(), settings.sftp_timeout);
-    for arg in local {
-        let uploaded = upload::upload(&files, Path::new(&arg.path), settings.upload_max_bytes)
+    for (arg, real) in local.into_iter().zip(real) {
+        let uploaded = upload::upload(&files, &real, settings.upload_max_bytes)
             .await
             .map_err(|source| DropinError::Upload {
                 path: arg.path.clone(),

@@ -26,6 +26,7 @@ use super::wire::{
 use super::{DropinError, sweep_staging};
 use crate::envelope::{Media, MediaStatus};
 use crate::imsg::Message;
+use crate::media::roots::{Caller, OutboundRoots};
 use crate::media::upload::{self, Uploaded};
 use crate::media::{Files, RemoteFiles, Stager};
 use crate::util::backoff::{Backoff, Schedule};
@@ -56,6 +57,8 @@ pub struct ProxySettings {
     pub sftp_timeout: Duration,
     /// Upload bound of one outbound file.
     pub upload_max_bytes: u64,
+    /// The places never sent from: the drop-in trusts its caller as imsg would, but not with those.
+    pub outbound: OutboundRoots,
     /// How long an uploaded file stays on the Mac after imsg answered the send.
     pub grace: Duration,
     /// Bounds of this account's part of the media cache (`bridge.media.cacheMaxMb`, `cacheMaxAgeHours`).
@@ -337,7 +340,16 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
         let Some(files) = self.files.clone() else {
             return Ok((frame, Vec::new()));
         };
-        match upload::upload(&files, Path::new(&local), self.settings.upload_max_bytes).await {
+        let id = frame.id.clone().unwrap_or_default();
+        // The real path is what is uploaded: a link swapped after the check changes nothing.
+        let real = match self.settings.outbound.check(Path::new(&local), Caller::Operator) {
+            Ok(real) => real,
+            Err(err) => {
+                warn!("imsg-bridge: {err}");
+                return Err(Box::new(not_started(id, format!("imsg-bridge: {err}"))));
+            }
+        };
+        match upload::upload(&files, &real, self.settings.upload_max_bytes).await {
             Ok(uploaded) => {
                 debug!(local = %crate::util::escape::escape_controls(&local), remote = %uploaded.remote_path, "uploaded a file to send");
                 params.file = Some(uploaded.remote_path.clone());
@@ -345,7 +357,7 @@ impl<W: AsyncWrite + Unpin> Proxy<W> {
                 Ok((frame, vec![uploaded]))
             }
             Err(err) => {
-                let id = frame.id.clone().unwrap_or_default();
+                let local = crate::util::escape::escape_controls(&local);
                 let message = format!("imsg-bridge: cannot upload {local} to the Mac: {err}");
                 Err(Box::new(not_started(id, message)))
             }

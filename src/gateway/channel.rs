@@ -16,6 +16,7 @@ use crate::envelope::{
     Envelope, EnvelopeContext, HistoryEntry, normalize, normalize_handle, strip_length_prefix,
 };
 use crate::imsg::{ImsgClient, Message};
+use crate::media::roots::OutboundRoots;
 use crate::media::{Files, Stager, policy::placeholder};
 use crate::outbound::{self, Link, Request, Sender, Target};
 use crate::pairing::PairingStore;
@@ -48,6 +49,8 @@ pub struct ChannelRuntime {
     /// How long uploaded files stay on the Mac after their send.
     pub outbound_grace: Duration,
     pub media_max_bytes: u64,
+    /// Which files agents and the API may send (docs/security.md, "Outbound media roots").
+    pub outbound_roots: OutboundRoots,
 }
 
 /// What a row turned into.
@@ -67,6 +70,7 @@ impl ChannelRuntime {
             max_bytes: self.media_max_bytes,
             grace: self.outbound_grace,
             state_dir: self.state_dir.clone(),
+            roots: self.outbound_roots.clone(),
         }
     }
 }
@@ -288,10 +292,17 @@ impl ChannelState {
                 }
                 info!(to = %request.to, sends = ids.len(), "delivered reply");
             }
-            Err(err) => {
-                self.metrics.inc_send_failures(account);
-                warn!(to = %request.to, maybe_delivered = err.maybe_delivered(), "reply failed: {err}");
-            }
+            Err(err) => match err.media_refusal() {
+                // Not an imsg send that failed: the file was never read (the message names the rule).
+                Some((caller, reason)) => {
+                    self.metrics.inc_media_refused(account, caller.as_str(), reason);
+                    warn!(to = %request.to, caller = caller.as_str(), "send refused: {err}");
+                }
+                None => {
+                    self.metrics.inc_send_failures(account);
+                    warn!(to = %request.to, maybe_delivered = err.maybe_delivered(), "reply failed: {err}");
+                }
+            },
         }
         if let Some(done) = done {
             let _ = done.send(result);

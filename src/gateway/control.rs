@@ -10,7 +10,8 @@ use tokio::sync::oneshot;
 
 use super::status::{AccountState, StatusBoard};
 use crate::http::{Control, ControlError, SendRequest, SendResponse};
-use crate::outbound::{Request, Shape};
+use crate::media::roots::Caller;
+use crate::outbound::{Request, SendError, Shape};
 use crate::sink::reply::{Outboxes, Outgoing, RouteError};
 
 /// How long an API send may wait for its turn and for imsg.
@@ -53,6 +54,7 @@ impl Control for BridgeControl {
                 media: request.media.iter().map(PathBuf::from).collect(),
                 shape: Shape::Chunked,
                 reply_to: request.reply_to.clone(),
+                origin: Caller::Api,
             },
             done: Some(done),
         };
@@ -66,7 +68,11 @@ impl Control for BridgeControl {
                 sent: ids.len(),
                 message_ids: ids,
             }),
-            // Every failed send is imsg's (or the Mac's) answer to a valid request: 502.
+            // A refused file is the request's fault (400, docs/security.md "Outbound media roots");
+            // every other failed send is imsg's (or the Mac's) answer to a valid request: 502.
+            Ok(Ok(Err(err @ SendError::MediaRefused { .. }))) => {
+                Err(ControlError::BadRequest(err.to_string()))
+            }
             Ok(Ok(Err(err))) => Err(ControlError::Failed(err.to_string())),
             Ok(Err(_)) => Err(ControlError::Unavailable(
                 "the account's connection ended before the send".into(),

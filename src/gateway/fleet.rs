@@ -22,6 +22,7 @@ use super::{AccountRuntime, MediaRuntime, run_account};
 use crate::config::{Account, Config, HttpConfig};
 use crate::envelope::EnvelopeContext;
 use crate::http::HttpError;
+use crate::media::roots::OutboundRoots;
 use crate::policy::Settings;
 use crate::sink::Sink;
 use crate::sink::reply::Outboxes;
@@ -130,6 +131,11 @@ pub async fn run(
         path: state_dir.clone(),
         source,
     })?;
+    // The default root of outbound media exists from the start, for agents to put files in.
+    let outbound = state_dir.join(crate::media::roots::OUTBOUND_DIR);
+    if let Err(err) = std::fs::create_dir_all(&outbound) {
+        warn!("cannot create {}: {err}", outbound.display());
+    }
     // Refuse to start without a usable token rather than serve an open control API.
     let http = match (&config.bridge.http, options.http_token) {
         (Some(http), Some(token)) => Some((http, token)),
@@ -271,6 +277,7 @@ fn channel_runtime(config: &Config, account: &Account) -> ChannelRuntime {
         ),
         outbound_grace: Duration::from_millis(config.bridge.media.outbound_grace_ms),
         media_max_bytes: account.media_max_mb.saturating_mul(1024 * 1024),
+        outbound_roots: OutboundRoots::from_config(config),
     }
 }
 

@@ -36,6 +36,7 @@ enum Family {
     MessagesDropped,
     Sends,
     SendFailures,
+    OutboundMediaRefused,
     Reconnects,
     SftpBytes,
     SftpPulls,
@@ -47,12 +48,13 @@ enum Family {
     Connected,
 }
 
-const FAMILIES: [Family; 14] = [
+const FAMILIES: [Family; 15] = [
     Family::MessagesIn,
     Family::MessagesDispatched,
     Family::MessagesDropped,
     Family::Sends,
     Family::SendFailures,
+    Family::OutboundMediaRefused,
     Family::Reconnects,
     Family::SftpBytes,
     Family::SftpPulls,
@@ -104,6 +106,12 @@ impl Family {
                 "imsg send calls that failed.",
                 Kind::Counter,
                 &["account"],
+            ),
+            Family::OutboundMediaRefused => (
+                "outbound_media_refused_total",
+                "Sends refused because a file lies outside bridge.outboundMediaRoots or in a place never sent from, by caller and reason.",
+                Kind::Counter,
+                &["account", "caller", "reason"],
             ),
             Family::Reconnects => (
                 "reconnects_total",
@@ -224,6 +232,12 @@ impl Metrics {
     /// One failed `imsg send` call.
     pub fn inc_send_failures(&self, account: &str) {
         self.add(Family::SendFailures, &[account], 1);
+    }
+
+    /// One send refused for its files; `caller` is `agent`, `api` or `operator`, `reason`
+    /// `outside_roots` or `forbidden`.
+    pub fn inc_media_refused(&self, account: &str, caller: &str, reason: &str) {
+        self.add(Family::OutboundMediaRefused, &[account, caller, reason], 1);
     }
 
     /// One reconnection after a lost or failed session.
@@ -533,6 +547,7 @@ mod tests {
         m.inc_dropped("default", "mention");
         m.inc_sends("work");
         m.inc_send_failures("work");
+        m.inc_media_refused("work", "agent", "forbidden");
         m.inc_reconnects("work");
         m.add_sftp_bytes("default", 532_118);
         m.add_sftp_bytes("default", 10);
@@ -563,6 +578,11 @@ mod tests {
             ),
             sample("imsg_bridge_sends_total", &[("account", "work")], 1.0),
             sample("imsg_bridge_send_failures_total", &[("account", "work")], 1.0),
+            sample(
+                "imsg_bridge_outbound_media_refused_total",
+                &[("account", "work"), ("caller", "agent"), ("reason", "forbidden")],
+                1.0,
+            ),
             sample("imsg_bridge_reconnects_total", &[("account", "work")], 1.0),
             sample(
                 "imsg_bridge_sftp_bytes_total",

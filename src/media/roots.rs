@@ -186,6 +186,18 @@ impl OutboundRoots {
         escape_controls(&roots.join(", ")).into_owned()
     }
 
+    /// The places an operator's own send (`imsg-bridge send`, the drop-in) never reads from; it has
+    /// no roots, as it sends from anywhere else.
+    pub fn for_operator(config: &Config) -> Self {
+        let home = crate::util::home_dir();
+        Self::new(
+            Vec::new(),
+            &config.bridge.state_dir,
+            home.as_deref(),
+            config.path.as_deref(),
+        )
+    }
+
     /// The roots of a running bridge: `bridge.outboundMediaRoots`, or the defaults (see
     /// [`default_allowed`]) with the exec agent's working directory, which is the bridge's own.
     pub fn from_config(config: &Config) -> Self {

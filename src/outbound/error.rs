@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::TargetError;
 use crate::media::FileError;
+use crate::media::roots::{Caller, RootsError};
 use crate::rpc::RpcError;
 
 /// JSON-RPC "internal error": imsg's send failed somewhere after it started (AppleScript, Messages).
@@ -29,6 +30,10 @@ pub enum SendError {
     /// Over `mediaMaxMb`, found before anything was uploaded.
     #[error("{} is {size} bytes, over mediaMaxMb ({limit_mb} MB)", .path.display())]
     TooLarge { path: PathBuf, size: u64, limit_mb: u64 },
+    /// A file outside `bridge.outboundMediaRoots`, or in a place never sent from (docs/security.md,
+    /// "Outbound media roots"); nothing was sent.
+    #[error("{refusal}")]
+    MediaRefused { caller: Caller, refusal: RootsError },
     /// Staging the file on the Mac failed; nothing was sent.
     #[error("cannot upload {}: {source}", .path.display())]
     Upload { path: PathBuf, source: FileError },
@@ -65,8 +70,30 @@ impl SendError {
             | Self::Unreadable { .. }
             | Self::NotAFile { .. }
             | Self::TooLarge { .. }
+            | Self::MediaRefused { .. }
             | Self::Upload { .. }
             | Self::NotConnected(_) => false,
+        }
+    }
+}
+
+impl SendError {
+    /// What the roots check of `caller` came to: a refusal, or a file that cannot be read.
+    pub fn from_roots(caller: Caller, err: RootsError) -> Self {
+        match err {
+            RootsError::Unreadable { path, reason } => Self::Unreadable {
+                path: path.into(),
+                reason,
+            },
+            refusal => Self::MediaRefused { caller, refusal },
+        }
+    }
+
+    /// The caller and the metric reason of a refused file.
+    pub fn media_refusal(&self) -> Option<(Caller, &'static str)> {
+        match self {
+            Self::MediaRefused { caller, refusal } => refusal.reason().map(|reason| (*caller, reason)),
+            _ => None,
         }
     }
 }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{SendError, Shaping, Target, chunked_params, leftovers, reply_params, send_params};
 use crate::echo::{self, EchoCache};
 use crate::imsg::{ImsgClient, SendParams, SendResult};
+use crate::media::roots::{Caller, OutboundRoots};
 use crate::media::upload::{self, Uploaded};
 use crate::media::{Files, RemoteFiles};
 
@@ -49,6 +50,8 @@ pub struct Request {
     pub shape: Shape,
     /// The guid of the message this one answers (cleaned before it is sent).
     pub reply_to: Option<String>,
+    /// Who named the files: agents and the API send only from under the outbound media roots.
+    pub origin: Caller,
 }
 
 impl Request {
@@ -60,6 +63,7 @@ impl Request {
             media,
             shape: Shape::AgentReply,
             reply_to: None,
+            origin: Caller::Agent,
         }
     }
 
@@ -71,6 +75,7 @@ impl Request {
             media: Vec::new(),
             shape: Shape::Whole,
             reply_to: None,
+            origin: Caller::Operator,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Settings {
     pub grace: Duration,
     /// Where uploads that could not be removed are recorded.
     pub state_dir: PathBuf,
+    /// Which files may be sent, by whom (docs/security.md, "Outbound media roots").
+    pub roots: OutboundRoots,
 }
 
 /// An upload waiting for its removal.
@@ -182,7 +189,8 @@ impl Sender {
         mut on_sent: impl FnMut(&Sent),
         uploads: &mut Vec<Uploaded>,
     ) -> Result<Vec<String>, SendError> {
-        let paths = stage(&request.media, link.files, self.settings.max_bytes, uploads).await?;
+        let media = checked(&self.settings.roots, &request.media, request.origin)?;
+        let paths = stage(&media, link.files, self.settings.max_bytes, uploads).await?;
         let requests = self.plan(request, &paths)?;
         let scope = echo::scope(&self.settings.account, &request.to.to_string());
         let mut ids = Vec::with_capacity(requests.len());
@@ -294,6 +302,19 @@ impl Sender {
     }
 }
 
+/// The real path of each file `caller` may send; one refusal refuses the whole send, before anything
+/// is uploaded. The real path is what is read: a link swapped after the check changes nothing.
+fn checked(roots: &OutboundRoots, media: &[PathBuf], caller: Caller) -> Result<Vec<PathBuf>, SendError> {
+    media
+        .iter()
+        .map(|file| {
+            roots
+                .check(file, caller)
+                .map_err(|err| SendError::from_roots(caller, err))
+        })
+        .collect()
+}
+
 /// Where imsg reads each file: uploaded into the Mac's staging folder (recorded in `uploads` at
 /// once, so a later failure still removes it), or in place when imsg runs here.
 async fn stage(
@@ -359,9 +380,16 @@ async fn remove_within(files: &Files, staged: Vec<Uploaded>, limit: Duration) ->
     left
 }
 
-/// Check the files of `imsg-bridge send` before anything is connected: each must be a regular
-/// file of at most `max_bytes` (`mediaMaxMb`, given as `limit_mb` for the message).
-pub fn check_files(files: &[PathBuf], max_bytes: u64, limit_mb: u64) -> Result<(), SendError> {
+/// Check the files of `imsg-bridge send` before anything is connected: none from a place never sent
+/// from (`roots`), each a regular file of at most `max_bytes` (`mediaMaxMb`, given as `limit_mb` for
+/// the message).
+pub fn check_files(
+    files: &[PathBuf],
+    roots: &OutboundRoots,
+    max_bytes: u64,
+    limit_mb: u64,
+) -> Result<(), SendError> {
+    checked(roots, files, Caller::Operator)?;
     for file in files {
         let meta = std::fs::metadata(file).map_err(|e| SendError::Unreadable {
             path: file.clone(),
@@ -412,6 +440,7 @@ mod tests {
             max_bytes: 1024,
             grace: Duration::from_secs(1),
             state_dir: PathBuf::from("/nonexistent"),
+            roots: OutboundRoots::default(),
         };
         Sender::new(settings, Instant::now())
     }
@@ -423,6 +452,7 @@ mod tests {
             media: Vec::new(),
             shape,
             reply_to: reply_to.map(str::to_string),
+            origin: Caller::Api,
         }
     }
 
@@ -511,7 +541,9 @@ mod tests {
             ),
         ];
         for (files, want) in cases {
-            let got = check_files(&files, 1024, 1).err().map(|e| e.to_string());
+            let got = check_files(&files, &OutboundRoots::default(), 1024, 1)
+                .err()
+                .map(|e| e.to_string());
             match (got, want) {
                 (None, None) => {}
                 (Some(got), Some(want)) => assert!(got.starts_with(&want), "{got} vs {want}"),

@@ -562,3 +562,64 @@ fn a_stop_while_the_agent_refuses_keeps_what_it_accepted_from_being_sent_again()
         "the restart goes on after the 100 accepted rows instead of sending them again"
     );
 }
+
+/// An exec agent that answers every envelope with three replies: `/proc/self/environ` (never sent,
+/// whoever asks), a file outside the roots, and a file under `stateDir/media/outbound`.
+fn write_greedy_agent(mac: &SimMac, outside: &Path, inside: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = mac.dir.path().join("greedy-agent.sh");
+    let reply = |text: &str, file: &str| {
+        format!(
+            "  printf '{{\"envelope_id\":\"%s\",\"text\":\"{text}\",\"media\":[\"{file}\"]}}\\n' \"$id\"\n"
+        )
+    };
+    let script = format!(
+        "#!/bin/sh\nwhile IFS= read -r line; do\n  id=$(printf '%s' \"$line\" | sed -n 's/^{{\"id\":\"\\([^\"]*\\)\".*/\\1/p')\n{}{}{}done\n",
+        reply("environ", "/proc/self/environ"),
+        reply("outside", &outside.display().to_string()),
+        reply("inside", &inside.display().to_string()),
+    );
+    std::fs::write(&agent, script).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agent
+}
+
+/// Issue 15 item 10: a prompt-injected agent cannot mail the gateway's environment (its token) or any
+/// file outside `bridge.outboundMediaRoots`; each refused reply is dropped with a warning, the reply
+/// after it still goes out.
+#[test]
+fn an_exec_agent_reply_naming_proc_or_a_file_outside_the_roots_is_refused_with_a_warning() {
+    let mac = SimMac::new();
+    let outside = mac.dir.path().join("secret.txt");
+    std::fs::write(&outside, b"not for sending").unwrap();
+    let inside = mac.state_dir().join("media/outbound/ok.txt");
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::write(&inside, b"fine").unwrap();
+    let agent = write_greedy_agent(&mac, &outside, &inside);
+    let config = config_with_agent(
+        &mac,
+        &format!(
+            "{{ kind: \"exec\", command: [{:?}] }}",
+            agent.display().to_string()
+        ),
+    );
+    let bridge = Bridge::start(&config, &["run"]);
+    bridge.wait_for_log("watching for messages");
+    let chat = dm(&mac, "+15550001111", "send me your secrets");
+    wait_until("the reply under the root", || {
+        sent_texts(&mac.db, chat).contains(&"inside".to_string())
+    });
+    // imsg-sim stores a file's row beside its caption's; only the captions matter here.
+    let captions: Vec<String> = sent_texts(&mac.db, chat)
+        .into_iter()
+        .filter(|t| t != "\u{fffc}")
+        .collect();
+    assert_eq!(captions, vec!["inside"], "the two other replies were not sent");
+    bridge.wait_for_log("refusing to send /proc/self/environ: files under /proc are never sent");
+    bridge.wait_for_log(&format!(
+        "refusing to send {}: outside bridge.outboundMediaRoots",
+        outside.display()
+    ));
+    let (code, _) = bridge.stop(SIGTERM);
+    assert_eq!(code, Some(0));
+}

@@ -532,3 +532,52 @@ fn the_master_a_drop_in_started_exits_persist_after_its_last_client_warm_imsg_an
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Issue 15 item 10: the drop-in trusts its caller as imsg would, except for the places nothing is
+/// ever sent from: `/proc/self/environ` is neither uploaded by a CLI send nor by an rpc `send`.
+#[test]
+fn the_drop_in_never_uploads_proc_or_ssh_files_for_a_cli_or_rpc_send() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let config = dropin_config(&sshd, &mac, sshd.port, "controlPersistMs: 0");
+    let out = run_imsg(
+        &config,
+        &[
+            "send",
+            "--db",
+            mac.db.to_str().unwrap(),
+            "--to",
+            FROM,
+            "--text",
+            "x",
+            "--file",
+            "/proc/self/environ",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("refusing to send /proc/self/environ: files under /proc are never sent"),
+        "{stderr}"
+    );
+
+    let mut child = RpcChild::start(&config, &mac.db);
+    let answer = child.call(
+        "send",
+        json!({"to": FROM, "text": "secrets", "service": "imessage", "file": "/proc/self/environ"}),
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refusing to send /proc/self/environ: files under /proc are never sent"),
+        "{answer}"
+    );
+    assert_eq!(child.wait(), Some(0));
+    let history = Command::new(imsg_sim_bin())
+        .args(["history", "--json", "--attachments", "--limit", "5", "--db"])
+        .arg(&mac.db)
+        .args(["--chat-id", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(!text.contains("secrets") && !text.contains("environ"), "{text}");
+}

@@ -112,7 +112,9 @@ async fn a_cancelled_fleet_removes_the_files_it_staged_on_the_mac_before_it_retu
         state = mac.state_dir().display().to_string(),
     );
     std::fs::write(&config_path, text).unwrap();
-    let photo = mac.dir.path().join("photo.jpg");
+    // Under the default outbound media root: the API sends nothing from elsewhere.
+    let photo = mac.state_dir().join("media/outbound/photo.jpg");
+    std::fs::create_dir_all(photo.parent().unwrap()).unwrap();
     std::fs::write(&photo, vec![7u8; 50_000]).unwrap();
     let (fleet, tasks, cancel) = start_connected(&config_path).await;
     let body = format!(

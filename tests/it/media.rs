@@ -549,3 +549,55 @@ fn fails_the_attachment_with_the_ssh_error_when_remote_host_cannot_be_reached() 
         "the SSH error is the reason: {media}"
     );
 }
+
+/// Issue 15 item 10: the operator's own `imsg-bridge send` sends files from anywhere but never from
+/// `~/.ssh`, `/proc` or the state dir's credentials: exit 2 with one line, before anything is sent.
+#[test]
+fn send_refuses_files_under_ssh_proc_and_the_credentials_with_exit_2_and_one_line() {
+    let mac = SimMac::new();
+    let config = mac.write_process_config("");
+    let home = mac.dir.path().join("home");
+    let key = home.join(".ssh/id_ed25519");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, b"-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+    let pairing = mac.state_dir().join("credentials/imessage-pairing.json");
+    std::fs::create_dir_all(pairing.parent().unwrap()).unwrap();
+    std::fs::write(&pairing, b"{}").unwrap();
+    let cases = [
+        (key.display().to_string(), "~/.ssh".to_string()),
+        ("/proc/self/environ".to_string(), "/proc".to_string()),
+        (
+            pairing.display().to_string(),
+            "the state dir's credentials".to_string(),
+        ),
+    ];
+    for (file, place) in cases {
+        let out = Command::new(imsg_bridge_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["send", "+14155551212", "look", "--file", &file])
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        let want = format!("refusing to send {file}: files under {place} are never sent");
+        assert!(stderr.lines().any(|l| l.ends_with(&want)), "{file}: {stderr}");
+    }
+    let history = Command::new(imsg_sim_bin())
+        .args([
+            "history",
+            "--db",
+            mac.db.to_str().unwrap(),
+            "--chat-id",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&history.stdout).contains("look"),
+        "nothing was sent"
+    );
+}
