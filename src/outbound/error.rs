@@ -169,6 +169,34 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_file_keeps_its_caller_and_reason_and_an_unreadable_one_is_a_plain_file_error() {
+        let forbidden = RootsError::Forbidden {
+            path: "/proc/self/environ".into(),
+            place: "/proc".into(),
+        };
+        let err = SendError::from_roots(Caller::Agent, forbidden);
+        assert_eq!(err.media_refusal(), Some((Caller::Agent, "forbidden")));
+        assert_eq!(
+            err.to_string(),
+            "refusing to send /proc/self/environ: files under /proc are never sent"
+        );
+        assert!(!err.maybe_delivered());
+        let outside = RootsError::Outside {
+            path: "/etc/shadow".into(),
+            roots: "/srv/media".into(),
+        };
+        let err = SendError::from_roots(Caller::Api, outside);
+        assert_eq!(err.media_refusal(), Some((Caller::Api, "outside_roots")));
+        let missing = RootsError::Unreadable {
+            path: "/tmp/a.jpg".into(),
+            reason: "No such file or directory (os error 2)".into(),
+        };
+        let err = SendError::from_roots(Caller::Api, missing);
+        assert!(matches!(err, SendError::Unreadable { .. }), "{err:?}");
+        assert_eq!(err.media_refusal(), None);
+    }
+
+    #[test]
     fn file_errors_name_the_file_on_one_line() {
         let path = PathBuf::from("/tmp/a.jpg");
         let cases = [

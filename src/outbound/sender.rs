@@ -553,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn one_file_outside_the_roots_refuses_the_whole_send_and_the_rest_go_by_their_real_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("outbox");
+        std::fs::create_dir_all(&root).unwrap();
+        let inside = root.join("a.jpg");
+        let outside = dir.path().join("b.jpg");
+        std::fs::write(&inside, b"x").unwrap();
+        std::fs::write(&outside, b"y").unwrap();
+        let roots = OutboundRoots::new(vec![root.clone()], &dir.path().join("state"), None, None);
+        let real = std::fs::canonicalize(&inside).unwrap();
+        let dotted = root.join(".").join("a.jpg");
+        assert_eq!(checked(&roots, &[dotted], Caller::Agent).unwrap(), vec![real]);
+        let both = [inside, outside.clone()];
+        let err = checked(&roots, &both, Caller::Agent).unwrap_err();
+        assert_eq!(
+            err.media_refusal(),
+            Some((Caller::Agent, "outside_roots")),
+            "{err}"
+        );
+        assert_eq!(checked(&roots, &both, Caller::Operator).unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_local_file_goes_by_its_real_path_and_an_unknown_one_as_given() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.jpg");

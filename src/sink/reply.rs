@@ -200,6 +200,7 @@ impl Outboxes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::roots::Caller;
 
     #[test]
     fn routes_replies_by_envelope_or_target() {
@@ -217,6 +218,7 @@ mod tests {
             (outbound::Target::ChatId(42), "hi", outbound::Shape::AgentReply)
         );
         assert_eq!(out.media, vec![PathBuf::from("/a.jpg")]);
+        assert_eq!(out.origin, Caller::Agent, "held to the outbound media roots");
         boxes
             .route(AgentReply {
                 to: Some("+1555".into()),
