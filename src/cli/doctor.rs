@@ -149,6 +149,7 @@ async fn run_checks(config: &Config, account: &Account, args: &DoctorArgs) -> Re
     let connection = match &plan {
         Plan::Ssh(ssh_plan) => ssh_checks(&mut r, ssh_plan, &account.id).await,
         Plan::Process { program, .. } => {
+            r.skip("ssh.config", "local process transport");
             r.skip("reach", "local process transport");
             r.skip("ssh.handshake", "local process transport");
             r.skip("ssh.host_key", "local process transport");
@@ -281,18 +282,7 @@ fn openclaw_check(r: &mut Report, config: &Config, account: &Account) {
 }
 
 async fn ssh_checks(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> Option<SshConnection> {
-    let target = match resolve::resolve_target(plan, account).await {
-        Ok(t) => t,
-        Err(err) => {
-            r.add(
-                "reach",
-                Status::Fail,
-                err.to_string(),
-                Some("set channels.imessage.ssh.user"),
-            );
-            return None;
-        }
-    };
+    let target = resolved_target(r, plan, account).await?;
     let addr = format!("{}:{}", target.host, target.port);
     let first_hop = target.jumps.first().unwrap_or(&target);
     let started = Instant::now();
@@ -379,6 +369,38 @@ async fn ssh_checks(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> O
                     r.skip("ssh.host_key", "no handshake");
                     r.skip("ssh.auth", "no handshake");
                 }
+            }
+            None
+        }
+    }
+}
+
+/// The `ssh.config` row: the plan resolved through `ssh -G` (or our parser) into one target. On a
+/// failure the SSH rows after it are skipped: `ssh` would not connect, so neither does doctor.
+async fn resolved_target(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> Option<ssh::SshTarget> {
+    match resolve::resolve_target(plan, account).await {
+        Ok(target) => {
+            let jumps: Vec<String> = target.jumps.iter().map(ssh::SshTarget::display).collect();
+            let via = if jumps.is_empty() {
+                String::new()
+            } else {
+                format!(" via {}", jumps.join(", "))
+            };
+            r.ok(
+                "ssh.config",
+                format!("{} ({}) is {}{via}", plan.host, plan.source, target.display()),
+            );
+            Some(target)
+        }
+        Err(err) => {
+            let remedy = match &err {
+                resolve::ResolveError::SshConfig { source, .. } => source.remedy(),
+                resolve::ResolveError::NoUser { .. } => "set channels.imessage.ssh.user".to_string(),
+                _ => "fix the SSH target (channels.imessage.ssh, the wrapper or ~/.ssh/config)".to_string(),
+            };
+            r.add("ssh.config", Status::Fail, err.to_string(), Some(&remedy));
+            for id in ["reach", "ssh.handshake", "ssh.host_key", "ssh.auth"] {
+                r.skip(id, "the SSH target could not be resolved");
             }
             None
         }

@@ -53,6 +53,13 @@ pub enum ResolveError {
     BadJump { account: String, entry: String },
     #[error("--target {target:?} is not [user@]host[:port] (a Host alias of ~/.ssh/config works too)")]
     BadTarget { target: String },
+    /// `ssh -G` rejected the configuration (or we cannot evaluate it): `ssh` would not connect either.
+    #[error("{account}: {source}; nothing was connected")]
+    SshConfig {
+        account: String,
+        #[source]
+        source: ssh_config::SshConfigError,
+    },
 }
 
 /// Decide the transport of `account` (reads the wrapper script at `cliPath` when that matters).
@@ -203,7 +210,7 @@ pub async fn resolve_target(plan: &SshPlan, account: &str) -> Result<SshTarget, 
         // every connect).
         HostSettings::default()
     } else {
-        ssh_config::lookup(&plan.host, &extra).await
+        lookup(&plan.host, &extra, account).await?
     };
     let mut target = merge(plan, &settings, account)?;
     if let Some(jumps) = plan.proxy_jump.clone().or(settings.proxy_jump.clone()) {
@@ -225,11 +232,21 @@ pub async fn resolve_target(plan: &SshPlan, account: &str) -> Result<SshTarget, 
                 source: format!("ProxyJump {entry}"),
                 ssh: plan.ssh.clone(),
             };
-            let hop_settings = ssh_config::lookup(&hop_plan.host, &extra_config_only(&extra)).await;
+            let hop_settings = lookup(&hop_plan.host, &extra_config_only(&extra), account).await?;
             target.jumps.push(merge(&hop_plan, &hop_settings, account)?);
         }
     }
     Ok(target)
+}
+
+/// [`ssh_config::lookup`] with its error tied to the account.
+async fn lookup(host: &str, extra: &[String], account: &str) -> Result<HostSettings, ResolveError> {
+    ssh_config::lookup(host, extra)
+        .await
+        .map_err(|source| ResolveError::SshConfig {
+            account: account.to_string(),
+            source,
+        })
 }
 
 /// An IP-literal host with user, port, identity files, known_hosts and host-key policy all given by

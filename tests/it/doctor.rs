@@ -41,11 +41,21 @@ fn config_with(sshd: &Sshd, mac: &SimMac, cli: &Path, extra: &str) -> PathBuf {
 
 /// Run doctor with `--json`; returns (exit code, checks by id).
 fn doctor(config: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    run_doctor(config, extra, &[])
+}
+
+/// [`doctor`] without extra arguments, with these environment variables.
+fn doctor_with_env(config: &Path, env: &[(&str, &str)]) -> (Option<i32>, Vec<Value>) {
+    run_doctor(config, &[], env)
+}
+
+fn run_doctor(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<Value>) {
     let out = Command::new(imsg_bridge_bin())
         .arg("--config")
         .arg(config)
         .args(["doctor", "--json"])
         .args(extra)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -82,6 +92,7 @@ fn a_healthy_setup_passes_every_check_in_order() {
             "config",
             "openclaw",
             "wrapper",
+            "ssh.config",
             "reach",
             "ssh.handshake",
             "ssh.host_key",
@@ -98,6 +109,7 @@ fn a_healthy_setup_passes_every_check_in_order() {
         ]
     );
     for id in [
+        "ssh.config",
         "reach",
         "ssh.handshake",
         "ssh.host_key",
@@ -342,18 +354,7 @@ fn warns_of_a_changed_host_key_when_the_ssh_config_says_no() {
     let sshd = Sshd::start();
     let (recorded, presented) = pin_a_wrong_key(&sshd);
     let mac = SimMac::new();
-    let ssh_config = mac.dir.path().join("ssh_config");
-    std::fs::write(
-        &ssh_config,
-        format!(
-            "Host mac\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n  StrictHostKeyChecking no\n",
-            sshd.port,
-            sshd.user,
-            sshd.client_key.display(),
-            sshd.known_hosts.display()
-        ),
-    )
-    .unwrap();
+    let ssh_config = mac_ssh_config(&sshd, &mac, "  StrictHostKeyChecking no\n");
     let config = wrapper_config(&mac, &format!("ssh -F {} -T mac", ssh_config.display()));
     let (code, checks) = doctor(&config, &[]);
     assert_eq!(code, Some(0), "a warning is not a failure: {checks:#?}");
@@ -361,9 +362,69 @@ fn warns_of_a_changed_host_key_when_the_ssh_config_says_no() {
     assert_warns_of_a_changed_key(&checks, &recorded, &presented);
 }
 
+/// An ssh_config file naming the sshd fixture as `Host mac`, with `extra` lines after its settings.
+pub fn mac_ssh_config(sshd: &Sshd, mac: &SimMac, extra: &str) -> PathBuf {
+    let path = mac.dir.path().join("ssh_config");
+    std::fs::write(
+        &path,
+        format!(
+            "Host mac\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n{extra}",
+            sshd.port,
+            sshd.user,
+            sshd.client_key.display(),
+            sshd.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// OpenSSH refuses this config (`ssh -G` fails), so `ssh mac` would not connect: neither does doctor,
+/// though our own parser would have found the host. The ssh.config row quotes OpenSSH.
+#[test]
+fn fails_on_an_ssh_config_that_openssh_rejects_and_never_connects() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let ssh_config = mac_ssh_config(&sshd, &mac, "  BogusOption yes\n");
+    let config = wrapper_config(&mac, &format!("ssh -F {} -T mac", ssh_config.display()));
+    let (code, checks) = doctor(&config, &[]);
+    assert_eq!(sshd.client_connections(), 0, "connected:\n{}", sshd.log());
+    assert_eq!(code, Some(1), "{checks:#?}");
+    let row = check(&checks, "ssh.config");
+    assert_eq!(row["status"], "fail", "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Bad configuration option: bogusoption"),
+        "{detail}"
+    );
+    assert!(detail.contains("ssh -G"), "{detail}");
+    assert_eq!(check(&checks, "reach")["status"], "skip", "{checks:#?}");
+}
+
+/// Without the OpenSSH client our own parser reads the config, and a `Match` block (which only ssh
+/// can evaluate) is refused rather than skipped: it could have changed the target.
+#[test]
+fn refuses_a_match_block_it_cannot_evaluate_without_the_openssh_client() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let ssh_config = mac_ssh_config(&sshd, &mac, "Match user nobody\n  Port 1\n");
+    let config = wrapper_config(&mac, &format!("ssh -F {} -T mac", ssh_config.display()));
+    let empty = tempfile::tempdir().unwrap();
+    let (code, checks) = doctor_with_env(&config, &[("PATH", &empty.path().display().to_string())]);
+    assert_eq!(sshd.client_connections(), 0, "connected:\n{}", sshd.log());
+    assert_eq!(code, Some(1), "{checks:#?}");
+    let row = check(&checks, "ssh.config");
+    assert_eq!(row["status"], "fail", "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("line 7") && detail.contains("Match user nobody"),
+        "{detail}"
+    );
+}
+
 /// A config without an ssh block whose cliPath is `exec <ssh_command> …/imsg "$@"` (a transparent
 /// wrapper: its remote imsg is imsg-sim under the name `imsg`).
-fn wrapper_config(mac: &SimMac, ssh_command: &str) -> PathBuf {
+pub fn wrapper_config(mac: &SimMac, ssh_command: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let bin = mac.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();

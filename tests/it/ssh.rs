@@ -8,7 +8,7 @@ use imsg_bridge::rpc::ClientOptions;
 use imsg_bridge::transport::ssh::{self, SshError, StrictHostKeyChecking, exec, quote};
 
 use crate::sshd::{Sshd, keygen};
-use crate::support::{SimMac, imsg_sim_bin};
+use crate::support::{SimMac, imsg_bridge_bin, imsg_sim_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -249,4 +249,27 @@ async fn keeps_the_servers_auth_banner() {
     let connection = ssh::connect(&sshd.target()).await.unwrap();
     let kept = connection.info.banner.clone().unwrap_or_default();
     assert!(kept.contains("https://login.example/check"), "{kept:?}");
+}
+
+/// One-shot commands refuse an ssh_config that OpenSSH rejects as doctor does: an error quoting
+/// `ssh -G`, and no connection although our own parser would have found the host.
+#[test]
+fn a_one_shot_command_refuses_an_ssh_config_that_openssh_rejects() {
+    let sshd = Sshd::start();
+    let mac = SimMac::new();
+    let ssh_config = crate::doctor::mac_ssh_config(&sshd, &mac, "  BogusOption yes\n");
+    let config = crate::doctor::wrapper_config(&mac, &format!("ssh -F {} -T mac", ssh_config.display()));
+    let out = std::process::Command::new(imsg_bridge_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["chats", "--limit", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(sshd.client_connections(), 0, "connected:\n{}", sshd.log());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Bad configuration option: bogusoption"),
+        "{stderr}"
+    );
 }

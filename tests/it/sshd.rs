@@ -184,6 +184,11 @@ impl Sshd {
         panic!("sshd did not listen on {}; log:\n{}", self.port, self.log());
     }
 
+    /// TCP connections sshd logged, besides the fixture's own readiness probe.
+    pub fn client_connections(&self) -> usize {
+        self.log().matches("Connection from").count().saturating_sub(1)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }

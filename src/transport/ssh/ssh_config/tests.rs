@@ -19,7 +19,7 @@ Host *
   User fallback
   Port 22
 ";
-    let got = parse_text(text, Path::new("/tmp"), "mac");
+    let got = parse_text(text, Path::new("/tmp"), "mac").unwrap();
     assert_eq!(got.hostname.as_deref(), Some("mac-mini.tailnet-1234.ts.net"));
     assert_eq!(
         got.user.as_deref(),
@@ -34,24 +34,58 @@ Host *
 }
 
 #[test]
-fn honours_negation_equals_syntax_quotes_and_skips_match_blocks() {
+fn honours_negation_equals_syntax_and_quotes() {
     let text = "
 Host *.ts.net !excluded.ts.net
   HostName=\"%h\"
   Port=2200
-Match user root
-  User leaked
 Host other
   User other
 ";
-    let got = parse_text(text, Path::new("/tmp"), "mac.ts.net");
+    let got = parse_text(text, Path::new("/tmp"), "mac.ts.net").unwrap();
     assert_eq!(got.hostname.as_deref(), Some("mac.ts.net"));
     assert_eq!(got.port, Some(2200));
-    assert_eq!(got.user, None, "Match blocks never leak");
+    assert_eq!(got.user, None);
     assert_eq!(
-        parse_text(text, Path::new("/tmp"), "excluded.ts.net"),
+        parse_text(text, Path::new("/tmp"), "excluded.ts.net").unwrap(),
         HostSettings::default()
     );
+}
+
+/// Skipping a Match block could connect where `ssh` would not (its `Port`, `HostName`, … may apply),
+/// so our parser refuses it, naming the line.
+#[test]
+fn refuses_a_match_block_it_cannot_evaluate() {
+    let text = "Host mac\n  HostName 10.0.0.5\nMatch user root\n  Port 2222\n";
+    let err = parse_text(text, Path::new("/tmp"), "mac").unwrap_err();
+    assert!(matches!(err, SshConfigError::Match { line: 3, .. }), "{err}");
+    assert!(err.to_string().contains("`Match user root`"), "{err}");
+}
+
+#[test]
+fn refuses_a_match_block_in_an_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("extra"), "Match all\n  User x\n").unwrap();
+    std::fs::write(dir.path().join("config"), "Include extra\nHost mac\n  User bot\n").unwrap();
+    let err = parse_file(&dir.path().join("config"), "mac").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{} line 1", dir.path().join("extra").display())),
+        "{text}"
+    );
+}
+
+/// `ssh -G`'s complaint is quoted line by line, escaped, and bounded.
+#[test]
+fn quotes_the_first_lines_of_ssh_s_complaint() {
+    use std::os::unix::process::ExitStatusExt;
+    let status = std::process::ExitStatus::from_raw(255 << 8);
+    let stderr = "/tmp/c: line 3: Bad configuration option: bogusoption\n/tmp/c: terminating, 1 bad configuration options\n\x1b[31m\nmore\nand more\n";
+    assert_eq!(
+        complaint(stderr, status),
+        "/tmp/c: line 3: Bad configuration option: bogusoption; /tmp/c: terminating, 1 bad configuration options; \\u{1b}[31m"
+    );
+    assert!(complaint("", status).contains("said nothing"));
 }
 
 #[test]
@@ -69,7 +103,7 @@ fn follows_includes_relative_to_the_config_directory_with_globs() {
         "Include conf.d/*.conf\nHost mac\n  User too-late\n",
     )
     .unwrap();
-    let got = parse_file(&dir.path().join("config"), "mac");
+    let got = parse_file(&dir.path().join("config"), "mac").unwrap();
     assert_eq!(got.user.as_deref(), Some("from-include"));
     assert_eq!(got.port, Some(2022));
 }
@@ -79,7 +113,10 @@ fn a_self_including_file_stops_at_the_depth_limit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config"), "Include config\nHost *\n  User loop\n").unwrap();
     assert_eq!(
-        parse_file(&dir.path().join("config"), "x").user.as_deref(),
+        parse_file(&dir.path().join("config"), "x")
+            .unwrap()
+            .user
+            .as_deref(),
         Some("loop")
     );
 }
