@@ -1,9 +1,11 @@
 //! The embedded SSH server that plays the Mac in `imsg-bridge demo` (README.md, "Quick start"): russh on
 //! 127.0.0.1 with a fresh host key, public-key auth for one generated client key, `imsg rpc` served in
 //! process on exec channels, and the `sftp` subsystem over the demo folder. Nothing needs installing:
-//! no sshd, no imsg, no shell.
+//! no sshd, no imsg, no shell. Confined to what the demo needs (docs/security.md, "The demo's SSH
+//! server"): exec runs only `imsg rpc` on the demo's chat.db, SFTP stays in the demo folder, and
+//! shells and terminals are refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,6 +34,10 @@ pub const DEMO_USER: &str = "demo";
 pub const CLIENT_KEY_FILE: &str = "client_ed25519";
 /// What a shell says for a command it cannot find; the bridge reads it as "imsg is not there".
 const NOT_FOUND_STATUS: u32 = 127;
+/// What imsg exits with when it cannot open the database it is given.
+const REFUSED_STATUS: u32 = 1;
+/// The one line a shell or terminal request gets.
+const NO_SHELL: &str = "demo server: no shell or terminal here; only `imsg rpc` (exec) and sftp are served\n";
 
 /// Why the demo server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +279,7 @@ async fn serve_connection(
         mac,
         peer,
         channels: HashMap::new(),
+        told: HashSet::new(),
     };
     // The version exchange waits for the client; a silent client must not outlive the server.
     let running = tokio::select! {
@@ -303,6 +310,8 @@ struct Connection {
     peer: SocketAddr,
     /// Session channels opened and not yet given to an exec or subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Channels already given the [`NO_SHELL`] line (a pty refusal, then the shell's).
+    told: HashSet<ChannelId>,
 }
 
 impl Connection {
@@ -315,9 +324,42 @@ impl Connection {
     }
 
     fn note(&self, request: String) {
-        debug!(peer = %self.peer, "{request}");
+        debug!(peer = %self.peer, "{}", crate::util::escape::escape_controls(&request));
         self.mac.record().requests.push(request);
     }
+
+    /// Whether `db` is the demo's chat.db (both resolved, so `~/…`, relative and symlinked
+    /// spellings of it count); any other database stays out of reach.
+    fn is_demo_db(&self, db: &Path) -> bool {
+        match (
+            std::fs::canonicalize(db),
+            std::fs::canonicalize(&self.mac.db_path),
+        ) {
+            (Ok(asked), Ok(demo)) => asked == demo,
+            _ => false,
+        }
+    }
+
+    /// Send [`NO_SHELL`] on stderr once per channel.
+    fn tell_no_shell(&mut self, id: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+        if self.told.insert(id) {
+            session.extended_data(id, 1, NO_SHELL.as_bytes().to_vec())?;
+        }
+        Ok(())
+    }
+}
+
+/// End a channel on which nothing runs: one stderr line, then EOF, exit status and close, in sshd's order.
+fn refuse_command(
+    session: &mut Session,
+    id: ChannelId,
+    line: String,
+    status: u32,
+) -> Result<(), russh::Error> {
+    session.extended_data(id, 1, line.into_bytes())?;
+    session.eof(id)?;
+    session.exit_status_request(id, status)?;
+    session.close(id)
 }
 
 impl russh::server::Handler for Connection {
@@ -359,6 +401,7 @@ impl russh::server::Handler for Connection {
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        self.told.remove(&channel);
         Ok(())
     }
 
@@ -376,7 +419,13 @@ impl russh::server::Handler for Connection {
             return Ok(());
         };
         session.channel_success(id)?;
+        let shown = crate::util::escape::escape_controls(&line);
         match words::parse(&line, &self.mac.home) {
+            Ok(Command::Rpc { db: Some(db) }) if !self.is_demo_db(&db) => {
+                let db = crate::util::escape::escape_controls(&db.to_string_lossy()).into_owned();
+                let why = format!("demo server: only the demo's chat.db is served, not {db}\n");
+                refuse_command(session, id, why, REFUSED_STATUS)?;
+            }
             Ok(Command::Rpc { db }) => {
                 let db_path = db.unwrap_or_else(|| self.mac.db_path.clone());
                 debug!(db = %db_path.display(), "serving imsg rpc in process");
@@ -387,18 +436,55 @@ impl russh::server::Handler for Connection {
                     Err(err) => format!(" ({err})"),
                     Ok(_) => String::new(),
                 };
-                // Nothing runs on this channel, so the session answers at once, in sshd's order.
-                session.extended_data(
-                    id,
-                    1,
-                    format!("demo server: unsupported command{why}: {line}\n").into_bytes(),
-                )?;
-                session.eof(id)?;
-                session.exit_status_request(id, NOT_FOUND_STATUS)?;
-                session.close(id)?;
+                let why = format!("demo server: unsupported command{why}: {shown}\n");
+                refuse_command(session, id, why, NOT_FOUND_STATUS)?;
             }
         }
         Ok(())
+    }
+
+    /// No terminals. The line goes before the failure; OpenSSH's client shows it when it goes on to
+    /// ask for a shell, but under `-tt` gives up at once with its own "PTY allocation request failed".
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.note("pty-req".into());
+        self.tell_no_shell(id, session)?;
+        session.channel_failure(id)
+    }
+
+    /// No shell: answered as a shell that says why and exits 1 at once. A plain failure would do,
+    /// but OpenSSH's client closes on it before it prints the line sent with it.
+    async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        self.note("shell".into());
+        self.channels.remove(&id);
+        session.channel_success(id)?;
+        self.tell_no_shell(id, session)?;
+        session.eof(id)?;
+        session.exit_status_request(id, REFUSED_STATUS)?;
+        session.close(id)
+    }
+
+    /// No X11 forwarding; answered so a client waiting for the reply goes on.
+    async fn x11_request(
+        &mut self,
+        id: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(id)
     }
 
     async fn subsystem_request(

@@ -1,12 +1,14 @@
 //! The demo server's `sftp` subsystem: SFTP v3 over this machine's real file system, enough for what
 //! the bridge does on a Mac (resolve and stat attachments, read them, stage uploads in a private
 //! folder and remove them). Relative paths and `realpath(".")` resolve against the demo folder, the
-//! way OpenSSH's sftp-server starts in `$HOME`.
+//! way OpenSSH's sftp-server starts in `$HOME`. Every path is confined to that folder: it is resolved
+//! (symlinks included) before use, and whatever lands outside is refused (docs/security.md, "The
+//! demo's SSH server").
 
 use std::collections::{HashMap, VecDeque};
 use std::io::SeekFrom;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
@@ -37,17 +39,64 @@ pub struct SftpFs {
 }
 
 impl SftpFs {
+    /// Serve `home`, resolved first: confinement compares resolved paths with it.
     pub fn new(home: PathBuf) -> Self {
         Self {
-            home,
+            home: std::fs::canonicalize(&home).unwrap_or(home),
             handles: HashMap::new(),
             next_handle: 0,
         }
     }
 
-    /// Absolute paths as they are; relative ones (and "") against the home.
-    fn path(&self, path: &str) -> PathBuf {
-        self.home.join(path)
+    /// `path` resolved and confined to the home: absolute paths as they are, relative ones (and "")
+    /// against the home, then every symlink resolved; a result outside the home is refused.
+    /// [`Follow::Target`] resolves the last component too (what open, stat and mkdir act on; a path
+    /// not there yet is its resolved parent plus the name); [`Follow::Link`] resolves only the parent
+    /// (lstat, readlink, remove and rename act on a symlink itself, never on where it points).
+    /// Blocking calls on purpose: a few lookups on the local disk, and the checked path is used at once.
+    fn path(&self, path: &str, follow: Follow) -> Result<PathBuf, StatusReply> {
+        let joined = self.home.join(path);
+        let resolved = match (follow, joined.file_name()) {
+            (Follow::Link, Some(name)) => self.parent(&joined, path)?.join(name),
+            _ => match std::fs::canonicalize(&joined) {
+                Ok(real) => real,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.missing(&joined, path, err)?,
+                Err(err) => return Err(self.refusal(&joined, path, err)),
+            },
+        };
+        if resolved.starts_with(&self.home) {
+            Ok(resolved)
+        } else {
+            Err(denied(path))
+        }
+    }
+
+    /// A path that does not resolve: its resolved parent plus the name, to be created there. A
+    /// dangling symlink in its place is not: creating through it would land wherever it points.
+    fn missing(&self, joined: &Path, path: &str, err: std::io::Error) -> Result<PathBuf, StatusReply> {
+        let Some(name) = joined.file_name() else {
+            return Err(self.refusal(joined, path, err));
+        };
+        let candidate = self.parent(joined, path)?.join(name);
+        match std::fs::symlink_metadata(&candidate) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(candidate),
+            _ => Err(denied(path)),
+        }
+    }
+
+    fn parent(&self, joined: &Path, path: &str) -> Result<PathBuf, StatusReply> {
+        let parent = joined.parent().unwrap_or(joined);
+        std::fs::canonicalize(parent).map_err(|err| self.refusal(joined, path, err))
+    }
+
+    /// What a path that cannot be resolved gets: the OS error inside the home, but "permission
+    /// denied" for one that points outside it, so nothing about the rest of the disk shows.
+    fn refusal(&self, joined: &Path, path: &str, err: std::io::Error) -> StatusReply {
+        if lexical(joined).starts_with(&self.home) {
+            io_status(err)
+        } else {
+            denied(path)
+        }
     }
 
     fn insert(&mut self, opened: Opened) -> String {
@@ -64,6 +113,33 @@ impl SftpFs {
             None => Err(bad_handle()),
         }
     }
+}
+
+/// Whether the last component of a path is resolved when it is a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    Target,
+    Link,
+}
+
+/// `path` with `.` and `..` folded away without touching the disk (`..` of the root is the root).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn denied(path: &str) -> StatusReply {
+    debug!(path = %crate::util::escape::escape_controls(path), "sftp: refused a path outside the demo folder");
+    StatusCode::PermissionDenied.with_message("permission denied: outside the demo folder")
 }
 
 fn bad_handle() -> StatusReply {
@@ -147,7 +223,7 @@ impl russh_sftp::server::Handler for SftpFs {
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
-        let real = tokio::fs::canonicalize(self.path(&path))
+        let real = tokio::fs::canonicalize(self.path(&path, Follow::Target)?)
             .await
             .map_err(io_status)?;
         let name = real.to_string_lossy().into_owned();
@@ -162,7 +238,9 @@ impl russh_sftp::server::Handler for SftpFs {
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let meta = tokio::fs::metadata(self.path(&path)).await.map_err(io_status)?;
+        let meta = tokio::fs::metadata(self.path(&path, Follow::Target)?)
+            .await
+            .map_err(io_status)?;
         Ok(Attrs {
             id,
             attrs: attributes(&meta),
@@ -170,7 +248,7 @@ impl russh_sftp::server::Handler for SftpFs {
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let meta = tokio::fs::symlink_metadata(self.path(&path))
+        let meta = tokio::fs::symlink_metadata(self.path(&path, Follow::Link)?)
             .await
             .map_err(io_status)?;
         Ok(Attrs {
@@ -194,7 +272,7 @@ impl russh_sftp::server::Handler for SftpFs {
         pflags: OpenFlags,
         attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
-        let path = self.path(&filename);
+        let path = self.path(&filename, Follow::Target)?;
         let mut options = tokio::fs::OpenOptions::new();
         options
             .read(pflags.contains(OpenFlags::READ))
@@ -263,7 +341,9 @@ impl russh_sftp::server::Handler for SftpFs {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
-        let files = listing(&self.path(&path)).await.map_err(io_status)?;
+        let files = listing(&self.path(&path, Follow::Target)?)
+            .await
+            .map_err(io_status)?;
         Ok(Handle {
             id,
             handle: self.insert(Opened::Dir(files)),
@@ -287,14 +367,17 @@ impl russh_sftp::server::Handler for SftpFs {
     async fn mkdir(&mut self, id: u32, path: String, attrs: FileAttributes) -> Result<Status, Self::Error> {
         let mut builder = tokio::fs::DirBuilder::new();
         builder.mode(attrs.permissions.map_or(0o777, |mode| mode & 0o7777));
-        builder.create(self.path(&path)).await.map_err(io_status)?;
+        builder
+            .create(self.path(&path, Follow::Target)?)
+            .await
+            .map_err(io_status)?;
         Ok(ok(id))
     }
 
     /// Permissions only: the bridge sets nothing else, and ownership or times would need more care.
     async fn setstat(&mut self, id: u32, path: String, attrs: FileAttributes) -> Result<Status, Self::Error> {
         if let Some(mode) = attrs.permissions {
-            tokio::fs::set_permissions(self.path(&path), permission_bits(mode))
+            tokio::fs::set_permissions(self.path(&path, Follow::Target)?, permission_bits(mode))
                 .await
                 .map_err(io_status)?;
         }
@@ -317,26 +400,33 @@ impl russh_sftp::server::Handler for SftpFs {
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
-        tokio::fs::remove_file(self.path(&filename))
+        tokio::fs::remove_file(self.path(&filename, Follow::Link)?)
             .await
             .map_err(io_status)?;
         Ok(ok(id))
     }
 
     async fn rmdir(&mut self, id: u32, path: String) -> Result<Status, Self::Error> {
-        tokio::fs::remove_dir(self.path(&path)).await.map_err(io_status)?;
-        Ok(ok(id))
-    }
-
-    async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Result<Status, Self::Error> {
-        tokio::fs::rename(self.path(&oldpath), self.path(&newpath))
+        tokio::fs::remove_dir(self.path(&path, Follow::Link)?)
             .await
             .map_err(io_status)?;
         Ok(ok(id))
     }
 
+    async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Result<Status, Self::Error> {
+        tokio::fs::rename(
+            self.path(&oldpath, Follow::Link)?,
+            self.path(&newpath, Follow::Link)?,
+        )
+        .await
+        .map_err(io_status)?;
+        Ok(ok(id))
+    }
+
     async fn readlink(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
-        let target = tokio::fs::read_link(self.path(&path)).await.map_err(io_status)?;
+        let target = tokio::fs::read_link(self.path(&path, Follow::Link)?)
+            .await
+            .map_err(io_status)?;
         Ok(Name {
             id,
             files: vec![File::new(
@@ -471,6 +561,38 @@ mod tests {
         assert!(kind("link").is_symlink());
         assert_eq!(sftp.read_link("link").await.unwrap(), "file0");
         assert!(sftp.symlink_metadata("link").await.unwrap().is_symlink());
+    }
+
+    #[tokio::test]
+    async fn refuses_every_path_that_resolves_outside_the_home() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(tmp.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(tmp.path(), home.join("up")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("gone"), home.join("dangling")).unwrap();
+        let sftp = session(&home).await;
+        let denied = |err| status(err) == StatusCode::PermissionDenied;
+        assert!(denied(sftp.read_dir("/").await.err().unwrap()));
+        assert!(denied(sftp.canonicalize("..").await.unwrap_err()));
+        assert!(denied(sftp.metadata("/etc/passwd").await.unwrap_err()));
+        assert!(denied(sftp.open("up/secret").await.err().unwrap()));
+        assert!(denied(sftp.open("../secret").await.err().unwrap()));
+        assert!(denied(sftp.create("up/new").await.err().unwrap()));
+        assert!(denied(sftp.create("dangling").await.err().unwrap()));
+        assert!(denied(sftp.create_dir("../made").await.unwrap_err()));
+        assert!(denied(sftp.remove_file("up/secret").await.unwrap_err()));
+        assert!(denied(sftp.rename("up/secret", "mine").await.unwrap_err()));
+        assert!(denied(sftp.read_dir("/no/such/dir").await.err().unwrap()));
+        assert!(!tmp.path().join("gone").exists() && !tmp.path().join("made").exists());
+        assert!(tmp.path().join("secret").exists());
+        // The links themselves are in the home: they can be looked at and removed.
+        assert!(sftp.symlink_metadata("up").await.unwrap().is_symlink());
+        sftp.remove_file("dangling").await.unwrap();
+        assert_eq!(
+            status(sftp.metadata("missing").await.unwrap_err()),
+            StatusCode::NoSuchFile
+        );
     }
 
     #[tokio::test]

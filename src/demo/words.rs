@@ -1,7 +1,8 @@
 //! The exec command line of the demo server: POSIX shell-word splitting (single quotes, double
 //! quotes, backslashes, a leading `~`) and recognising `<imsg> rpc [--db PATH]`, the only command the
 //! bridge needs once `remoteCliPath` is set. There is no shell behind it, so anything that would need
-//! one (`;`, pipes, redirections, `$` expansions) is refused rather than half-interpreted.
+//! one (`;`, pipes, redirections, `$` expansions) is refused rather than half-interpreted. Only imsg
+//! itself is recognised as a program (docs/security.md, "The demo's SSH server").
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +15,16 @@ pub enum WordsError {
     NeedsShell(char),
 }
 
+/// What the drop-in puts before `exec imsg …` when no `remoteCliPath` is set (src/dropin/command.rs):
+/// it needs a shell, so it is recognised word for word instead (a test keeps the two in step).
+const DROPIN_PATH_PREFIX: &str = "PATH=\"$PATH:/opt/homebrew/bin:/usr/local/bin\"; export PATH; ";
+/// The program names served: imsg, and the simulator under its own name.
+const PROGRAMS: [&str; 2] = ["imsg", "imsg-sim"];
+
 /// What an exec request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `<anything> rpc [--db PATH]`: serve `imsg rpc` in process.
+    /// `[exec] <imsg> rpc [--db PATH]`: serve `imsg rpc` in process.
     Rpc { db: Option<PathBuf> },
     /// Anything else: answered with exit status 127.
     Other,
@@ -90,15 +97,27 @@ pub fn split(line: &str, home: &Path) -> Result<Vec<String>, WordsError> {
     Ok(words)
 }
 
+/// `imsg`, or any path whose last component is `imsg` (`imsg-sim` likewise).
+fn is_imsg(program: &str) -> bool {
+    PROGRAMS.contains(&program.rsplit('/').next().unwrap_or(program))
+}
+
 fn is_blank(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n')
 }
 
-/// Recognise `<program> rpc [--db PATH | --db=PATH]`; a relative PATH is relative to `home`, the
-/// working directory a login shell would have.
+/// Recognise `[exec] <imsg> rpc [--db PATH | --db=PATH]`, where `<imsg>` is `imsg` or a path ending
+/// in `/imsg` (or the simulator's `imsg-sim`), as the bridge and the drop-in send it; a relative PATH
+/// is relative to `home`, the working directory a login shell would have.
 pub fn parse(line: &str, home: &Path) -> Result<Command, WordsError> {
+    let line = line.strip_prefix(DROPIN_PATH_PREFIX).unwrap_or(line);
     let words = split(line, home)?;
-    let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+    let mut words = words.iter().map(String::as_str).peekable();
+    words.next_if_eq(&"exec");
+    if !words.next().is_some_and(is_imsg) {
+        return Ok(Command::Other);
+    }
+    let args: Vec<&str> = words.collect();
     let db = match args.as_slice() {
         ["rpc"] => None,
         ["rpc", "--db", path] => Some(*path),
@@ -191,6 +210,11 @@ mod tests {
         for (line, db) in cases {
             assert_eq!(parse(&line, home), Ok(Command::Rpc { db }), "{line}");
         }
+        let dropin = crate::dropin::command::remote_line(None, &["rpc".to_string()]);
+        let exec = crate::dropin::command::remote_line(Some("/opt/homebrew/bin/imsg"), &["rpc".to_string()]);
+        for line in [dropin, exec, "imsg-sim rpc".to_string()] {
+            assert_eq!(parse(&line, home), Ok(Command::Rpc { db: None }), "{line}");
+        }
         assert_eq!(
             parse("imsg rpc --db=/x/chat.db", home),
             Ok(Command::Rpc {
@@ -208,6 +232,10 @@ mod tests {
             "imsg rpc --db",
             "imsg rpc --verbose",
             "/bin/cat -- /x",
+            "anything rpc",
+            "/usr/bin/imsgx rpc",
+            "exec exec imsg rpc",
+            "sh -c 'imsg rpc'",
             "",
         ] {
             assert_eq!(parse(line, home), Ok(Command::Other), "{line:?}");

@@ -2,7 +2,7 @@
 //! showing pairing, the reply, the held group message and the SFTP-pulled photo.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,4 +177,200 @@ fn keep_running_stops_on_sigterm_with_0_within_2_s() {
     let (code, took) = demo.stop("TERM");
     assert_eq!(code, Some(0), "stdout:\n{}", demo.stdout().join("\n"));
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}
+
+/// Where the kept demo's "Mac" is: its folder (the SSH home) and SSH port, from the first timeline line.
+fn mac_of(demo: &KeptDemo) -> (PathBuf, u16) {
+    demo.db();
+    let line = demo
+        .stdout()
+        .into_iter()
+        .find(|l| l.contains("a simulated Mac is up"))
+        .expect("the Mac line");
+    let dir = line
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(", SSH on").next())
+        .expect("the folder");
+    let port = line
+        .rsplit("127.0.0.1:")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the port");
+    (PathBuf::from(dir), port)
+}
+
+/// OpenSSH client options for the demo's client key and pinned host key, nothing from ~/.ssh.
+fn client_options(dir: &Path) -> Vec<String> {
+    [
+        "-F".to_string(),
+        "/dev/null".into(),
+        "-i".into(),
+        dir.join("client_ed25519").display().to_string(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
+        "-o".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+    ]
+    .into()
+}
+
+/// Run `program args…` with `stdin`, killed after 20 s (a hang fails the test instead of blocking it).
+fn run_bounded(mut command: Command, stdin: &[u8]) -> (Option<i32>, String, String, Duration) {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut input, &stdin);
+    });
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// One `sftp -b -` session running `batch`; returns whether it succeeded and its output.
+fn sftp(dir: &Path, port: u16, batch: &str) -> (bool, String) {
+    let mut command = Command::new("sftp");
+    command
+        .args(client_options(dir))
+        .args(["-P", &port.to_string(), "-b", "-", "demo@127.0.0.1"]);
+    let (code, stdout, stderr, _) = run_bounded(command, batch.as_bytes());
+    (code == Some(0), format!("{stdout}{stderr}"))
+}
+
+fn ssh(dir: &Path, port: u16, extra: &[&str], stdin: &[u8]) -> (Option<i32>, String, String, Duration) {
+    let mut command = Command::new("ssh");
+    command
+        .args(client_options(dir))
+        .args(["-p", &port.to_string()])
+        .args(extra);
+    run_bounded(command, stdin)
+}
+
+#[test]
+fn sftp_refuses_every_path_outside_the_demo_folder_and_serves_the_folder() {
+    let demo = KeptDemo::start();
+    let (dir, port) = mac_of(&demo);
+    let unique = format!("imsg-bridge-demo-escape-{}", std::process::id());
+    let outside = std::env::temp_dir().join(&unique);
+    std::fs::write(dir.join("inside.txt"), b"inside").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd-link")).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let got = local.path().join("got");
+    let upload = local.path().join("upload");
+    std::fs::write(&upload, b"x").unwrap();
+    for batch in [
+        "ls /".to_string(),
+        format!("get /etc/passwd {}", got.display()),
+        format!("mkdir {}", outside.display()),
+        format!("put {} {}", upload.display(), outside.display()),
+        "ls ..".to_string(),
+        "cd etc-link".to_string(),
+        "ls etc-link/passwd".to_string(),
+        format!("get passwd-link {}", got.display()),
+        format!("get etc-link/passwd {}", got.display()),
+        format!("put {} etc-link/{unique}", upload.display()),
+        "mkdir etc-link/newdir".to_string(),
+    ] {
+        let (ok, output) = sftp(&dir, port, &batch);
+        assert!(!ok, "{batch} succeeded:\n{output}");
+        // sftp words a refused stat as "not found"; the status itself is checked in src/demo/sftp.rs.
+        assert!(
+            output.to_lowercase().contains("permission denied") || output.contains("not found"),
+            "{batch}:\n{output}"
+        );
+        assert!(!output.contains("root:"), "{batch}:\n{output}");
+    }
+    assert!(!outside.exists(), "{} was created", outside.display());
+    assert!(!got.exists(), "a file outside the folder was fetched");
+    assert!(!Path::new("/etc").join(&unique).exists());
+
+    let (ok, output) = sftp(
+        &dir,
+        port,
+        &format!(
+            "ls\nget inside.txt {}\nmkdir made\nput {} made/up",
+            got.display(),
+            upload.display()
+        ),
+    );
+    assert!(ok, "{output}");
+    assert!(output.contains("inside.txt"), "{output}");
+    assert_eq!(std::fs::read(&got).unwrap(), b"inside");
+    assert_eq!(std::fs::read(dir.join("made/up")).unwrap(), b"x");
+}
+
+#[test]
+fn exec_runs_only_imsg_rpc_on_the_demo_database() {
+    let demo = KeptDemo::start();
+    let (dir, port) = mac_of(&demo);
+    let other = crate::support::SimMac::new();
+    let other_db = other.db.display().to_string();
+    let target = "demo@127.0.0.1";
+    for (line, status) in [
+        (format!("imsg rpc --db {other_db}"), 1),
+        (format!("/opt/homebrew/bin/imsg rpc --db={other_db}"), 1),
+        ("anything rpc".to_string(), 127),
+        (format!("cat {other_db}"), 127),
+    ] {
+        let (code, stdout, stderr, _) = ssh(&dir, port, &["-T", target, &line], b"");
+        assert_eq!(code, Some(status), "{line}: {stdout} {stderr}");
+        assert!(stdout.is_empty(), "{line}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{line}: {stderr}");
+        assert!(stderr.starts_with("demo server: "), "{line}: {stderr}");
+    }
+    // The forms the bridge and the drop-in send still reach the simulator on the demo database.
+    let db = dir.join("chat.db").display().to_string();
+    let request = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"chats.list\",\"params\":{\"limit\":5}}\n";
+    for line in [
+        "imsg rpc".to_string(),
+        format!("/opt/homebrew/bin/imsg rpc --db {db}"),
+        format!("exec /opt/homebrew/bin/imsg rpc --db {db}"),
+        format!("PATH=\"$PATH:/opt/homebrew/bin:/usr/local/bin\"; export PATH; exec imsg rpc --db {db}"),
+    ] {
+        let (code, stdout, stderr, _) = ssh(&dir, port, &["-T", target, &line], request);
+        assert_eq!(code, Some(0), "{line}: {stderr}");
+        assert!(stdout.contains("\"result\""), "{line}: {stdout} {stderr}");
+    }
+}
+
+#[test]
+fn refuses_shell_and_pty_requests_with_one_line_and_the_client_ends() {
+    let demo = KeptDemo::start();
+    let (dir, port) = mac_of(&demo);
+    // A shell: our line. A forced terminal: OpenSSH's own line about the refused pty, and it ends.
+    for (extra, line) in [
+        (["-T", "demo@127.0.0.1"], "demo server: no shell or terminal here"),
+        (["-tt", "demo@127.0.0.1"], "PTY allocation request failed"),
+    ] {
+        let (code, _, stderr, took) = ssh(&dir, port, &extra, b"");
+        assert_ne!(code, Some(0), "{extra:?}: {stderr}");
+        assert!(took < Duration::from_secs(10), "{extra:?} took {took:?}");
+        assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(stderr.starts_with(line), "{extra:?}: {stderr}");
+    }
 }
