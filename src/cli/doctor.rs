@@ -354,9 +354,15 @@ async fn ssh_checks(r: &mut Report, plan: &resolve::SshPlan, account: &str) -> O
                     r.add("ssh.host_key", Status::Fail, text, Some("verify the fingerprint on the Mac (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), then follow the instruction in the detail"));
                     r.skip("ssh.auth", "nothing is sent to an unverified host");
                 }
-                SshError::Auth { .. } => {
+                SshError::Auth {
+                    ref host_key_unverified,
+                    ..
+                } => {
                     r.ok("ssh.handshake", "the server speaks SSH");
-                    r.ok("ssh.host_key", "trusted");
+                    match host_key_unverified {
+                        Some(unverified) => unverified_row(r, &target, unverified),
+                        None => r.ok("ssh.host_key", "trusted"),
+                    }
                     r.add("ssh.auth", Status::Fail, text, Some("add the key's .pub to ~/.ssh/authorized_keys of the Mac user, or set ssh.identityFile / identityPassphraseEnv"));
                 }
                 _ => {
@@ -410,8 +416,6 @@ async fn resolved_target(r: &mut Report, plan: &resolve::SshPlan, account: &str)
 /// The host-key row of a connection that succeeded: trusted, or a warning when only
 /// StrictHostKeyChecking no let the key through (the same whichever source said "no").
 fn host_key_row(r: &mut Report, target: &ssh::SshTarget, info: &ssh::ConnectionInfo) {
-    let name = ssh::known_hosts::lookup_name(&target.host, target.port);
-    let verify = "verify the fingerprint on the Mac (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)";
     match &info.host_key_unverified {
         None => {
             let learned = if info.host_key_learned {
@@ -421,30 +425,40 @@ fn host_key_row(r: &mut Report, target: &ssh::SshTarget, info: &ssh::ConnectionI
             };
             r.ok("ssh.host_key", format!("{} trusted{learned}", info.fingerprint));
         }
-        Some(ssh::HostKeyUnverified::Changed { known, file, line }) => r.add(
-            "ssh.host_key",
-            Status::Warn,
+        Some(unverified) => unverified_row(r, target, unverified),
+    }
+}
+
+/// `warn ssh.host_key` for a key StrictHostKeyChecking no let through: a contradicted key shows the
+/// recorded and the presented fingerprint.
+fn unverified_row(r: &mut Report, target: &ssh::SshTarget, unverified: &ssh::HostKeyUnverified) {
+    let name = ssh::known_hosts::lookup_name(&target.host, target.port);
+    let verify = "verify the fingerprint on the Mac (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)";
+    let (detail, remedy) = match unverified {
+        ssh::HostKeyUnverified::Changed {
+            known,
+            presented,
+            file,
+            line,
+        } => (
             format!(
-                "host key CHANGED: {file} line {line} has {known}, the server presented {} {}; connected only because StrictHostKeyChecking is no",
-                info.algorithm, info.fingerprint
+                "host key CHANGED: {file} line {line} has {known}, the server presented {presented}; connected only because StrictHostKeyChecking is no"
             ),
-            Some(&format!(
+            format!(
                 "{verify}; if it is the Mac's new key, remove the old line with `ssh-keygen -R '{name}' -f {file}` and record the new one (StrictHostKeyChecking accept-new); then stop using StrictHostKeyChecking no"
-            )),
-        ),
-        Some(ssh::HostKeyUnverified::Unknown) => r.add(
-            "ssh.host_key",
-            Status::Warn,
-            format!(
-                "{} {} not verified: no known_hosts line names {name}; connected only because StrictHostKeyChecking is no",
-                info.algorithm, info.fingerprint
             ),
-            Some(&format!(
+        ),
+        ssh::HostKeyUnverified::Unknown { presented } => (
+            format!(
+                "{presented} not verified: no known_hosts line names {name}; connected only because StrictHostKeyChecking is no"
+            ),
+            format!(
                 "{verify}, then add it with `ssh-keyscan -p {} {} >> ~/.ssh/known_hosts` (or use StrictHostKeyChecking accept-new) and stop using StrictHostKeyChecking no",
                 target.port, target.host
-            )),
+            ),
         ),
-    }
+    };
+    r.add("ssh.host_key", Status::Warn, detail, Some(&remedy));
 }
 
 async fn database_check(r: &mut Report, imsg: &ImsgClient, plan: &Plan) {

@@ -348,6 +348,20 @@ fn warns_of_a_changed_host_key_let_through_by_strict_host_key_checking_no() {
     assert_warns_of_a_changed_key(&checks, &recorded, &presented);
 }
 
+/// Authentication failing after the key was let through does not turn the key into a trusted one.
+#[test]
+fn warns_of_a_changed_host_key_even_when_authentication_then_fails() {
+    let sshd = Sshd::start();
+    let (recorded, presented) = pin_a_wrong_key(&sshd);
+    std::fs::write(sshd.dir.path().join("authorized_keys"), "").unwrap();
+    let mac = SimMac::new();
+    let config = config_with(&sshd, &mac, &imsg_sim_bin(), "strictHostKeyChecking: \"no\",");
+    let (code, checks) = doctor(&config, &[]);
+    assert_eq!(code, Some(1), "{checks:#?}");
+    assert_eq!(check(&checks, "ssh.auth")["status"], "fail", "{checks:#?}");
+    assert_warns_of_a_changed_key(&checks, &recorded, &presented);
+}
+
 /// The same when `StrictHostKeyChecking no` comes from an ssh config file (`ssh -F` in a wrapper).
 #[test]
 fn warns_of_a_changed_host_key_when_the_ssh_config_says_no() {

@@ -74,6 +74,7 @@ pub async fn authenticate(
         host: target.host.clone(),
         tried,
         allowed,
+        host_key_unverified: None,
     })
 }
 

@@ -176,10 +176,11 @@ impl client::Handler for ClientHandler {
             // A changed key is refused even under accept-new; only `no` lets it through (loudly).
             (HostKeyStatus::Changed { file, line }, StrictHostKeyChecking::No) => {
                 let known = known_hosts::fingerprint_at(&files, file, line).unwrap_or_default();
-                let presented = public.fingerprint(HashAlg::Sha256).to_string();
+                let presented = presented(&public);
                 warn!(host = %self.host, file = %self.file_name(file), line, %known, %presented, "host key CHANGED, accepted because strictHostKeyChecking is \"no\"");
                 lock(&self.observed).unverified = Some(HostKeyUnverified::Changed {
                     known,
+                    presented,
                     file: self.file_name(file),
                     line,
                 });
@@ -199,7 +200,9 @@ impl client::Handler for ClientHandler {
                 Err(detail) => Some(Refusal::CannotRecord { detail }),
             },
             (HostKeyStatus::Unknown, StrictHostKeyChecking::No) => {
-                lock(&self.observed).unverified = Some(HostKeyUnverified::Unknown);
+                lock(&self.observed).unverified = Some(HostKeyUnverified::Unknown {
+                    presented: presented(&public),
+                });
                 None
             }
         };
@@ -340,6 +343,15 @@ impl client::Handler for ClientHandler {
     ) -> Result<(), Self::Error> {
         refuse(reply, "x11").await
     }
+}
+
+/// `<algorithm> SHA256:…`, as doctor shows a presented key.
+fn presented(key: &russh::keys::PublicKey) -> String {
+    format!(
+        "{} {}",
+        key.algorithm().as_str(),
+        key.fingerprint(HashAlg::Sha256)
+    )
 }
 
 async fn refuse(reply: client::ChannelOpenHandle, kind: &str) -> Result<(), russh::Error> {

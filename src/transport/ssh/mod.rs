@@ -115,6 +115,9 @@ pub enum SshError {
         host: String,
         tried: Vec<String>,
         allowed: String,
+        /// Set when the host key was let through unverified before authentication failed (boxed:
+        /// every connect result carries this error type).
+        host_key_unverified: Option<Box<HostKeyUnverified>>,
     },
     #[error("the server refused to run `{command}`")]
     ExecRefused { command: String },
@@ -147,11 +150,12 @@ pub struct ConnectionInfo {
 /// config, a wrapper's `-o` or ssh_config) does that, and doctor warns about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeyUnverified {
-    /// No known_hosts line names the host.
-    Unknown,
+    /// No known_hosts line names the host; `presented` is the server's `<algorithm> SHA256:…`.
+    Unknown { presented: String },
     /// known_hosts records another key for the host: `known` is its `SHA256:…` fingerprint.
     Changed {
         known: String,
+        presented: String,
         file: String,
         line: usize,
     },
@@ -293,7 +297,8 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection, SshError> {
                 what: "authenticating to",
                 addr: addr.clone(),
                 after: AUTH_TIMEOUT,
-            })??;
+            })?
+            .map_err(|err| with_host_key_verdict(err, &observed))?;
         let seen = handler::lock(&observed);
         let info = ConnectionInfo {
             fingerprint: seen.fingerprint.clone().unwrap_or_default(),
@@ -323,6 +328,27 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection, SshError> {
         target: target.clone(),
         observed,
     })
+}
+
+/// An authentication failure keeps what the handshake let through unverified, so doctor does not
+/// call that key trusted.
+fn with_host_key_verdict(err: SshError, observed: &Arc<Mutex<Observed>>) -> SshError {
+    match err {
+        SshError::Auth {
+            user,
+            host,
+            tried,
+            allowed,
+            host_key_unverified: None,
+        } => SshError::Auth {
+            user,
+            host,
+            tried,
+            allowed,
+            host_key_unverified: handler::lock(observed).unverified.clone().map(Box::new),
+        },
+        other => other,
+    }
 }
 
 /// Turn the handler's recorded refusal into the error the operator needs.
