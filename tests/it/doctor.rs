@@ -348,6 +348,26 @@ fn warns_of_a_changed_host_key_let_through_by_strict_host_key_checking_no() {
     assert_warns_of_a_changed_key(&checks, &recorded, &presented);
 }
 
+/// An unknown key let through by StrictHostKeyChecking no is not "trusted" either.
+#[test]
+fn warns_that_an_unknown_host_key_was_not_verified_under_strict_host_key_checking_no() {
+    let sshd = Sshd::start();
+    std::fs::write(&sshd.known_hosts, "").unwrap();
+    let presented = fingerprint(&sshd.dir.path().join("host_ed25519.pub"));
+    let mac = SimMac::new();
+    let config = config_with(&sshd, &mac, &imsg_sim_bin(), "strictHostKeyChecking: \"no\",");
+    let (code, checks) = doctor(&config, &[]);
+    assert_eq!(code, Some(0), "a warning is not a failure: {checks:#?}");
+    let key = check(&checks, "ssh.host_key");
+    assert_eq!(key["status"], "warn", "{key}");
+    let detail = key["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&presented) && detail.contains("not verified"),
+        "{detail}"
+    );
+    assert!(key["remedy"].as_str().unwrap().contains("ssh-keyscan"), "{key}");
+}
+
 /// Authentication failing after the key was let through does not turn the key into a trusted one.
 #[test]
 fn warns_of_a_changed_host_key_even_when_authentication_then_fails() {
