@@ -1,7 +1,7 @@
 //! One crypto stack: the lockfile builds ring only, and every cipher, MAC, key exchange, host key and
 //! client key type the bridge offers (russh's defaults) that this OpenSSH also speaks still connects to
-//! a real sshd, each forced one at a time, moving a megabyte so the cipher and MAC see more than the
-//! handshake.
+//! a real sshd, each forced one at a time, moving a megabyte each way so the cipher and MAC see more
+//! than the handshake.
 
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ fn the_lockfile_builds_one_crypto_stack() {
     }
 }
 
-/// Connect to an sshd with `extra` sshd_config lines and pull 1 MiB through the channel.
+/// Connect to an sshd with `extra` sshd_config lines and move 1 MiB each way; the host key's type.
 async fn moves_a_megabyte(extra: &[String], prepare: impl FnOnce(&Sshd, &mut ssh::SshTarget)) -> String {
     let sshd = Sshd::start_with(SshdOptions {
         extra_config: extra.to_vec(),
@@ -32,9 +32,11 @@ async fn moves_a_megabyte(extra: &[String], prepare: impl FnOnce(&Sshd, &mut ssh
     let connection = ssh::connect(&target)
         .await
         .unwrap_or_else(|e| panic!("{extra:?}: {e}\n{}", sshd.log()));
-    let out = exec::exec_capture(&connection, "head -c 1048576 /dev/zero | sha256sum", TIMEOUT)
-        .await
-        .unwrap();
+    // The megabyte goes up the channel (encrypted by us, decrypted by sshd); its hash comes back.
+    let channel = connection.exec("sha256sum").await.unwrap();
+    channel.send(&vec![0u8; 1 << 20][..]).await.unwrap();
+    channel.eof().await.unwrap();
+    let out = tokio::time::timeout(TIMEOUT, exec::collect(channel)).await.unwrap();
     assert_eq!(out.status, Some(0), "{extra:?}: {}", out.stderr);
     assert!(
         out.stdout
@@ -42,6 +44,12 @@ async fn moves_a_megabyte(extra: &[String], prepare: impl FnOnce(&Sshd, &mut ssh
         "{extra:?}: {}",
         out.stdout
     );
+    // And one down: every packet must decrypt and pass its MAC for the exit status to arrive after it.
+    let down = exec::exec_capture(&connection, "head -c 1048576 /dev/zero; echo sent >&2", TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!((down.status, down.stderr.trim()), (Some(0), "sent"), "{extra:?}");
+    assert!(down.stdout.len() >= 64 * 1024, "{extra:?}: the capture keeps the first 64 KiB or more");
     connection.disconnect().await;
     connection.info.algorithm.clone()
 }
