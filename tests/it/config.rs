@@ -96,20 +96,31 @@ fn a_typo_in_a_real_file_names_the_file_the_key_path_and_the_fix() {
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
-#[test]
-fn a_config_nested_a_hundred_thousand_levels_deep_is_one_sentence_and_exit_two() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("deep.json5");
-    std::fs::write(&path, format!("{{ a: {} }}", "[".repeat(100_000))).unwrap();
+/// `imsg-bridge --config <path> chats`: its exit code and stderr.
+fn chats_with_config(path: &std::path::Path) -> (Option<i32>, String) {
     let out = std::process::Command::new(crate::support::imsg_bridge_bin())
         .arg("--config")
-        .arg(&path)
+        .arg(path)
         .arg("chats")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A config file holding `text` is refused with exit 2 and one line; the line.
+fn refused_in_one_line(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json5");
+    std::fs::write(&path, text).unwrap();
+    let (code, stderr) = chats_with_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_config_nested_a_hundred_thousand_levels_deep_is_one_sentence_and_exit_two() {
+    let stderr = refused_in_one_line(&format!("{{ a: {} }}", "[".repeat(100_000)));
     assert!(
         stderr.contains("nest deeper than 64 levels") && stderr.contains("line 1"),
         "{stderr}"
@@ -119,31 +130,14 @@ fn a_config_nested_a_hundred_thousand_levels_deep_is_one_sentence_and_exit_two()
 #[test]
 fn an_error_that_quotes_its_cause_does_not_say_it_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
-        .arg("--config")
-        .arg(dir.path())
-        .arg("chats")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = chats_with_config(dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
 }
 
 #[test]
 fn a_control_character_inside_a_string_is_named_with_its_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("control.json5");
-    std::fs::write(&path, "{\n  bridge: {\n    agentId: \"ma\u{1}in\",\n  },\n}\n").unwrap();
-    let out = std::process::Command::new(crate::support::imsg_bridge_bin())
-        .arg("--config")
-        .arg(&path)
-        .arg("chats")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let stderr = refused_in_one_line("{\n  bridge: {\n    agentId: \"ma\u{1}in\",\n  },\n}\n");
     assert!(
         stderr.contains("line 3 column 17") && stderr.contains("control character U+0001 inside a string"),
         "{stderr}"
