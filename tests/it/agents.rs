@@ -110,17 +110,7 @@ fn an_exec_agent_replies_into_the_right_chats() {
 
 /// The exec agent would have answered its own echo with "echo: echo: …"; there must be none.
 fn no_echo_of_an_echo(mac: &SimMac) -> bool {
-    let out = Command::new(imsg_sim_bin())
-        .args([
-            "history",
-            "--db",
-            mac.db.to_str().unwrap(),
-            "--chat-id",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = mac.history_output(1, false);
     !String::from_utf8_lossy(&out.stdout).contains("echo: echo:")
 }
 

@@ -153,17 +153,7 @@ fn the_control_api_sends_reports_and_counts_while_a_broken_account_backs_off() {
         Some(1.0),
         "{metrics}"
     );
-    let history = std::process::Command::new(imsg_sim_bin())
-        .args([
-            "history",
-            "--db",
-            mac.db.to_str().unwrap(),
-            "--chat-id",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let history = mac.history_output(1, false);
     assert!(String::from_utf8_lossy(&history.stdout).contains("hello via the api"));
     bridge.stop(15);
 }
@@ -356,18 +346,7 @@ fn the_api_sends_media_only_from_under_the_outbound_roots_and_counts_each_refusa
         );
         assert_eq!(sample(&metrics, &series), Some(1.0), "{series}\n{metrics}");
     }
-    let history = std::process::Command::new(imsg_sim_bin())
-        .args([
-            "history",
-            "--db",
-            mac.db.to_str().unwrap(),
-            "--chat-id",
-            "1",
-            "--attachments",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let history = mac.history_output(1, true);
     let names: Vec<String> = String::from_utf8_lossy(&history.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -104,7 +104,10 @@ fn chats_with_config(path: &std::path::Path) -> (Option<i32>, String) {
         .arg("chats")
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A config file holding `text` is refused with exit 2 and one line; the line.

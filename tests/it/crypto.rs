@@ -36,7 +36,9 @@ async fn moves_a_megabyte(extra: &[String], prepare: impl FnOnce(&Sshd, &mut ssh
     let channel = connection.exec("sha256sum").await.unwrap();
     channel.send(&vec![0u8; 1 << 20][..]).await.unwrap();
     channel.eof().await.unwrap();
-    let out = tokio::time::timeout(TIMEOUT, exec::collect(channel)).await.unwrap();
+    let out = tokio::time::timeout(TIMEOUT, exec::collect(channel))
+        .await
+        .unwrap();
     assert_eq!(out.status, Some(0), "{extra:?}: {}", out.stderr);
     assert!(
         out.stdout
@@ -49,7 +51,10 @@ async fn moves_a_megabyte(extra: &[String], prepare: impl FnOnce(&Sshd, &mut ssh
         .await
         .unwrap();
     assert_eq!((down.status, down.stderr.trim()), (Some(0), "sent"), "{extra:?}");
-    assert!(down.stdout.len() >= 64 * 1024, "{extra:?}: the capture keeps the first 64 KiB or more");
+    assert!(
+        down.stdout.len() >= 64 * 1024,
+        "{extra:?}: the capture keeps the first 64 KiB or more"
+    );
     connection.disconnect().await;
     connection.info.algorithm.clone()
 }

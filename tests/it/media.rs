@@ -317,18 +317,7 @@ fn send_file_uploads_into_the_staging_folder_and_removes_it_after_the_grace_peri
     assert!(stderr.contains("removing 1 uploaded file(s)"), "{stderr}");
 
     // imsg-sim stored what it was given: the bytes arrived intact.
-    let history = Command::new(imsg_sim_bin())
-        .args([
-            "history",
-            "--db",
-            mac.db.to_str().unwrap(),
-            "--chat-id",
-            "1",
-            "--attachments",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let history = mac.history_output(1, true);
     let stored: Vec<Value> = String::from_utf8_lossy(&history.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -585,17 +574,7 @@ fn send_refuses_files_under_ssh_proc_and_the_credentials_with_exit_2_and_one_lin
         let want = format!("refusing to send {file}: files under {place} are never sent");
         assert!(stderr.lines().any(|l| l.ends_with(&want)), "{file}: {stderr}");
     }
-    let history = Command::new(imsg_sim_bin())
-        .args([
-            "history",
-            "--db",
-            mac.db.to_str().unwrap(),
-            "--chat-id",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let history = mac.history_output(1, false);
     assert!(
         !String::from_utf8_lossy(&history.stdout).contains("look"),
         "nothing was sent"

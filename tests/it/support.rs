@@ -48,6 +48,19 @@ impl SimMac {
     }
 
     /// Inject an inbound direct message from another process, as Messages would write it.
+    /// `imsg-sim history --json` of one chat (with `--attachments` when asked): what is stored.
+    pub fn history_output(&self, chat_id: i64, attachments: bool) -> std::process::Output {
+        let mut command = Command::new(imsg_sim_bin());
+        command
+            .args(["history", "--db"])
+            .arg(&self.db)
+            .args(["--chat-id", &chat_id.to_string(), "--json"]);
+        if attachments {
+            command.arg("--attachments");
+        }
+        command.output().unwrap()
+    }
+
     pub fn inject(&self, from: &str, text: &str) {
         self.inject_with(&["--from", from, "--text", text]);
     }
