@@ -22,6 +22,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{self, Account, Config, ConfigError};
 use crate::gateway::AccountRuntime;
 use crate::gateway::fleet::FleetError;
+use crate::transport::OpenError;
 use crate::transport::resolve::ResolveError;
 use crate::util::escape::EscapingFields;
 
@@ -199,6 +200,9 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ConfigError>().is_some()
         || err.downcast_ref::<CliError>().is_some()
         || err.downcast_ref::<ResolveError>().is_some()
+        // A one-shot command meets the same resolution errors (an ssh_config that `ssh -G` rejects)
+        // inside the error of opening the account.
+        || matches!(err.downcast_ref::<OpenError>(), Some(OpenError::Resolve(_)))
         || err.downcast_ref::<FleetError>().is_some_and(FleetError::is_usage)
     {
         2

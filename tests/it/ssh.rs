@@ -267,7 +267,7 @@ fn a_one_shot_command_refuses_an_ssh_config_that_openssh_rejects() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(sshd.client_connections(), 0, "connected:\n{}", sshd.log());
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "a config problem exits 2: {stderr}");
     assert!(
         stderr.contains("Bad configuration option: bogusoption"),
         "{stderr}"
