@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Component, PathBuf};
+use std::path::PathBuf;
 
 use super::account::normalize_id;
 use super::error::ConfigError;
@@ -111,16 +111,7 @@ fn outbound_roots(raw: &[String]) -> Result<Vec<PathBuf>, ConfigError> {
                     ),
                 ));
             }
-            Ok(expanded.components().fold(PathBuf::new(), |mut out, c| {
-                match c {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::CurDir => {}
-                    other => out.push(other),
-                }
-                out
-            }))
+            Ok(crate::util::fold_dots(&expanded))
         })
         .collect()
 }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::SeekFrom;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
@@ -92,7 +92,7 @@ impl SftpFs {
     /// What a path that cannot be resolved gets: the OS error inside the home, but "permission
     /// denied" for one that points outside it, so nothing about the rest of the disk shows.
     fn refusal(&self, joined: &Path, path: &str, err: std::io::Error) -> StatusReply {
-        if lexical(joined).starts_with(&self.home) {
+        if crate::util::fold_dots(joined).starts_with(&self.home) {
             io_status(err)
         } else {
             denied(path)
@@ -120,21 +120,6 @@ impl SftpFs {
 enum Follow {
     Target,
     Link,
-}
-
-/// `path` with `.` and `..` folded away without touching the disk (`..` of the root is the root).
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 fn denied(path: &str) -> StatusReply {

@@ -6,7 +6,7 @@
 //! The check resolves the file (symlinks followed, `..` resolved) and answers with the real path, which
 //! is what the caller reads: a symlink swapped after the check cannot redirect the upload to another file.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::warn;
@@ -269,17 +269,7 @@ fn absolute(path: &Path) -> PathBuf {
     } else {
         std::env::current_dir().unwrap_or_default().join(path)
     };
-    let mut out = PathBuf::new();
-    for component in joined.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    crate::util::fold_dots(&joined)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! Small helpers shared by several modules: home-directory expansion, atomic file writes, locks
+//! Small helpers shared by several modules: home-directory expansion, lexical path folding, atomic file
+//! writes, locks
 //! that survive a panicked holder, the retry schedule (`backoff`), and log-safe escaping of control
 //! characters (`escape`).
 
 pub mod backoff;
 pub mod escape;
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Lock `mutex` even when a thread panicked while holding it. Every mutex of the bridge guards data
@@ -36,6 +37,23 @@ fn expand_tilde_with(path: &str, home: Option<&Path>) -> PathBuf {
         (p, Some(home)) if p.starts_with("~/") => home.join(&p[2..]),
         (p, _) => PathBuf::from(p),
     }
+}
+
+/// `path` with `.` and `..` folded away by name, without touching the disk (`..` of the root is the
+/// root). Not the real path (a symlink followed by `..` lands elsewhere on disk): for checks on the path
+/// as written, next to `canonicalize` for the real one.
+pub fn fold_dots(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Replace `path` with `bytes` atomically: write a temp file beside it, fsync, rename over, fsync the
@@ -69,6 +87,18 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folds_dots_by_name_and_stops_at_the_root() {
+        for (path, folded) in [
+            ("/srv/media/../media2/./a.jpg", "/srv/media2/a.jpg"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/b/..", "/a"),
+            ("rel/./x/../y", "rel/y"),
+        ] {
+            assert_eq!(fold_dots(Path::new(path)), PathBuf::from(folded), "{path}");
+        }
+    }
 
     #[test]
     fn expands_only_a_leading_tilde_of_the_current_user() {
