@@ -732,7 +732,8 @@ fn limits(header_ms: u64, idle_ms: u64, max_connections: usize) -> Limits {
 
 #[tokio::test]
 async fn a_connection_that_never_finishes_its_headers_is_closed_at_the_header_timeout() {
-    let h = Harness::start_with(limits(300, 60_000, 16)).await;
+    // Long enough that a busy machine does not reach it before the first look.
+    let h = Harness::start_with(limits(2_000, 60_000, 16)).await;
     let mut stream = stalled(h.addr).await;
     assert!(
         !closed_within(&mut stream, Duration::from_millis(100)).await,
