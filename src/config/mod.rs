@@ -8,6 +8,7 @@
 
 mod account;
 mod error;
+mod nats;
 mod prescan;
 mod raw;
 mod schema;
@@ -31,8 +32,8 @@ pub use error::{ConfigError, Origin};
 pub use types::{
     Account, AgentEntry, AgentKind, AgentSink, BlockStreamingCoalesce, BridgeConfig, ChunkMode, ConfigEnum,
     ContextVisibility, DmConfig, DmPolicy, DmScope, GroupConfig, GroupPolicy, HeartbeatConfig, HttpConfig,
-    MarkdownTables, MediaConfig, MessagesConfig, ReplayConfig, Service, SessionConfig, SshConfig,
-    StrictHostKeyChecking, TransportKind,
+    MarkdownTables, MediaConfig, MessagesConfig, NatsConfig, NatsTls, ReplayConfig, Service, SessionConfig,
+    SshConfig, StrictHostKeyChecking, TransportKind,
 };
 
 /// Names the config file when `--config` is not given.

@@ -176,6 +176,22 @@ pub struct RawAgentSink {
     pub url: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub timeout_ms: Option<i64>,
+    pub stream: Option<String>,
+    pub reply_stream: Option<String>,
+    pub subject_prefix: Option<String>,
+    pub duplicate_window_seconds: Option<i64>,
+    pub token_env: Option<String>,
+    pub credentials_file: Option<String>,
+    pub tls: Option<RawNatsTls>,
+}
+
+/// `bridge.agent.tls` of kind "nats".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawNatsTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

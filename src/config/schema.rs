@@ -166,6 +166,22 @@ pub static AGENT: Obj = Obj {
         ("url", Shape::Leaf),
         ("headers", Shape::Leaf),
         ("timeoutMs", Shape::Leaf),
+        ("stream", Shape::Leaf),
+        ("replyStream", Shape::Leaf),
+        ("subjectPrefix", Shape::Leaf),
+        ("duplicateWindowSeconds", Shape::Leaf),
+        ("tokenEnv", Shape::Leaf),
+        ("credentialsFile", Shape::Leaf),
+        ("tls", Shape::Object(&NATS_TLS)),
+    ]],
+    root_only: &[],
+};
+/// `bridge.agent.tls` (kind "nats").
+pub static NATS_TLS: Obj = Obj {
+    groups: &[&[
+        ("caFile", Shape::Leaf),
+        ("certFile", Shape::Leaf),
+        ("keyFile", Shape::Leaf),
     ]],
     root_only: &[],
 };
@@ -292,6 +308,7 @@ mod tests {
             ("healthMonitor", names(&HEALTH_MONITOR)),
             ("bridge", names(&BRIDGE)),
             ("bridge.agent", names(&AGENT)),
+            ("bridge.agent.tls", names(&NATS_TLS)),
             ("bridge.http", names(&HTTP)),
             ("bridge.replay", names(&REPLAY)),
             ("bridge.media", names(&MEDIA)),
@@ -343,6 +360,7 @@ mod tests {
             ),
             ("bridge", names(&BRIDGE), serde_fields::<raw::RawBridge>()),
             ("agent", names(&AGENT), serde_fields::<raw::RawAgentSink>()),
+            ("tls", names(&NATS_TLS), serde_fields::<raw::RawNatsTls>()),
             ("http", names(&HTTP), serde_fields::<raw::RawHttp>()),
             ("replay", names(&REPLAY), serde_fields::<raw::RawReplay>()),
             ("media", names(&MEDIA), serde_fields::<raw::RawMedia>()),

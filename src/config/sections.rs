@@ -120,20 +120,39 @@ fn agent_sink(raw: &RawAgentSink) -> Result<AgentSink, ConfigError> {
     let kind = enum_value::<AgentKind>(raw.kind.as_deref(), "bridge.agent.kind")?.ok_or_else(|| {
         ConfigError::invalid(
             "bridge.agent.kind",
-            "is required: \"stdout\", \"exec\" or \"webhook\"",
+            "is required: \"stdout\", \"exec\", \"webhook\" or \"nats\"",
         )
     })?;
     // The section is strict, so a key that belongs to another kind is an error, not silently unused.
-    let present = [
-        ("command", raw.command.is_some(), AgentKind::Exec),
-        ("url", raw.url.is_some(), AgentKind::Webhook),
-        ("headers", raw.headers.is_some(), AgentKind::Webhook),
-        ("timeoutMs", raw.timeout_ms.is_some(), AgentKind::Webhook),
+    use AgentKind::{Exec, Nats, Webhook};
+    let present: [(&str, bool, &[AgentKind]); 11] = [
+        ("command", raw.command.is_some(), &[Exec]),
+        ("url", raw.url.is_some(), &[Webhook, Nats]),
+        ("headers", raw.headers.is_some(), &[Webhook]),
+        ("timeoutMs", raw.timeout_ms.is_some(), &[Webhook]),
+        ("stream", raw.stream.is_some(), &[Nats]),
+        ("replyStream", raw.reply_stream.is_some(), &[Nats]),
+        ("subjectPrefix", raw.subject_prefix.is_some(), &[Nats]),
+        (
+            "duplicateWindowSeconds",
+            raw.duplicate_window_seconds.is_some(),
+            &[Nats],
+        ),
+        ("tokenEnv", raw.token_env.is_some(), &[Nats]),
+        ("credentialsFile", raw.credentials_file.is_some(), &[Nats]),
+        ("tls", raw.tls.is_some(), &[Nats]),
     ];
-    if let Some((key, _, owner)) = present.iter().find(|(_, set, owner)| *set && *owner != kind) {
+    if let Some((key, _, owners)) = present
+        .iter()
+        .find(|(_, set, owners)| *set && !owners.contains(&kind))
+    {
+        let owners: Vec<String> = owners.iter().map(|o| format!("\"{o}\"")).collect();
         return Err(ConfigError::invalid(
             format!("bridge.agent.{key}"),
-            format!("is only used with kind \"{owner}\", not \"{kind}\"; remove it"),
+            format!(
+                "is only used with kind {}, not \"{kind}\"; remove it",
+                owners.join(" or ")
+            ),
         ));
     }
     match kind {
@@ -170,6 +189,7 @@ fn agent_sink(raw: &RawAgentSink) -> Result<AgentSink, ConfigError> {
                 timeout_ms,
             })
         }
+        AgentKind::Nats => super::nats::validate(raw).map(|nats| AgentSink::Nats(Box::new(nats))),
     }
 }
 

@@ -115,7 +115,7 @@ config_enum! {
 
 config_enum! {
     /// The `bridge.agent.kind` spellings.
-    AgentKind { #[default] Stdout = "stdout", Exec = "exec", Webhook = "webhook" }
+    AgentKind { #[default] Stdout = "stdout", Exec = "exec", Webhook = "webhook", Nats = "nats" }
 }
 
 /// One iMessage account after resolution and merge (`{...root, ...accounts.<id>}`).
@@ -263,6 +263,34 @@ pub enum AgentSink {
         headers: BTreeMap<String, String>,
         timeout_ms: u64,
     },
+    /// Publish to NATS JetStream and pull replies from it (docs/scale-out.md).
+    Nats(Box<NatsConfig>),
+}
+
+/// `bridge.agent` of kind "nats" after validation (docs/scale-out.md, "Configuration").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// One server URL or a comma-separated list (`nats://host:4222`, `tls://host:4222`).
+    pub url: String,
+    /// The inbound log: subjects `<prefix>.in.>`, limits retention.
+    pub stream: String,
+    /// The replies: subjects `<prefix>.out.>`, work-queue retention.
+    pub reply_stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window: std::time::Duration,
+    /// The environment variable holding the token (never the token itself).
+    pub token_env: Option<String>,
+    /// A `.creds` file (JWT and nkey seed), `~` expanded.
+    pub credentials_file: Option<PathBuf>,
+    pub tls: Option<NatsTls>,
+}
+
+/// `bridge.agent.tls`: files, `~` expanded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl AgentSink {
@@ -272,6 +300,7 @@ impl AgentSink {
             Self::Stdout => AgentKind::Stdout,
             Self::Exec { .. } => AgentKind::Exec,
             Self::Webhook { .. } => AgentKind::Webhook,
+            Self::Nats(_) => AgentKind::Nats,
         }
     }
 }
@@ -292,6 +321,8 @@ impl fmt::Debug for AgentSink {
                 .field("headers", &headers.keys().collect::<Vec<_>>())
                 .field("timeout_ms", timeout_ms)
                 .finish(),
+            // Only names of secrets (an environment variable, a file) are held, never their values.
+            Self::Nats(nats) => nats.fmt(f),
         }
     }
 }

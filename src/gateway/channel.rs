@@ -279,7 +279,17 @@ impl ChannelState {
     /// Send a reply or an API request through the account's sender, count it, log it, and tell
     /// whoever waits (the HTTP API) how it went.
     pub async fn send(&mut self, outgoing: Outgoing, link: Link<'_>) {
-        let Outgoing { request, done } = outgoing;
+        let Outgoing { request, done, gate } = outgoing;
+        if let Some(gate) = gate
+            && let Err(reason) = gate.await
+        {
+            // Not a failed send: whoever gated it (the nats sink) decides what happens next.
+            debug!(to = %request.to, "send held back: {reason}");
+            if let Some(done) = done {
+                let _ = done.send(Err(crate::outbound::SendError::Held(reason)));
+            }
+            return;
+        }
         let result = self
             .sender
             .send(&request, link, Some(&mut self.policy.echo), |_| {})

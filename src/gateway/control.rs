@@ -57,6 +57,7 @@ impl Control for BridgeControl {
                 origin: Caller::Api,
             },
             done: Some(done),
+            gate: None,
         };
         self.outboxes.queue(&account, outgoing).map_err(|e| match e {
             RouteError::UnknownAccount(a) => ControlError::NotFound(format!("no account {a:?}")),
@@ -94,6 +95,10 @@ impl Control for BridgeControl {
                 (id, json!({"status": s, "counters": counters}))
             })
             .collect();
-        json!({"version": env!("CARGO_PKG_VERSION"), "accounts": accounts})
+        let mut status = json!({"version": env!("CARGO_PKG_VERSION"), "accounts": accounts});
+        if let Some(nats) = self.status.nats() {
+            status["nats"] = json!(nats);
+        }
+        status
     }
 }

@@ -95,6 +95,9 @@ pub enum FleetError {
     /// The control API's token is missing or too weak.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The agent sink cannot start (the nats sink's token, credentials or TLS files).
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
 }
 
 impl FleetError {
@@ -102,7 +105,11 @@ impl FleetError {
     /// of this machine.
     pub fn is_usage(&self) -> bool {
         match self {
-            Self::NoAccount | Self::UnknownAccount { .. } | Self::Resolve(_) | Self::Http(_) => true,
+            Self::NoAccount
+            | Self::UnknownAccount { .. }
+            | Self::Resolve(_)
+            | Self::Http(_)
+            | Self::Sink(_) => true,
             Self::StateDir { .. } => false,
         }
     }
@@ -145,14 +152,19 @@ pub async fn run(
     // The fleet's own token also stops the sink and the control API when every account ended.
     let stop = cancel.child_token();
     options.outboxes.set_default_account(&config.default_account);
-    let sink = options.sink.unwrap_or_else(|| {
-        Sink::from_config(
+    let sink = match options.sink {
+        Some(sink) => sink,
+        None => Sink::from_config(
             &config.bridge.agent,
             options.outboxes.clone(),
+            options.status.metrics.clone(),
             stop.clone(),
             &options.tasks,
-        )
-    });
+        )?,
+    };
+    if let Sink::Nats(nats) = &sink {
+        options.status.set_nats(nats.health());
+    }
     let mut fleet = Fleet {
         config,
         only: options.only,
@@ -405,6 +417,7 @@ impl Fleet<'_> {
     fn start(&mut self, account: AccountRuntime, fingerprint: String) {
         let own = self.cancel.child_token();
         let outbox = self.resources.outboxes.open(&account.id);
+        self.resources.sink.serve_account(&account.id, own.clone());
         let (resources, stop, id) = (self.resources.clone(), own.clone(), account.id.clone());
         if let Plan::Ssh(plan) = &account.plan
             && plan.ssh.control_persist_ms > 0

@@ -61,6 +61,8 @@ pub struct AccountStatus {
 pub struct StatusBoard {
     accounts: Mutex<BTreeMap<String, AccountStatus>>,
     pub metrics: Arc<Metrics>,
+    /// The nats sink's connection and publishing, when that is the sink.
+    nats: std::sync::OnceLock<Arc<crate::sink::nats::health::NatsHealth>>,
 }
 
 impl StatusBoard {
@@ -68,7 +70,17 @@ impl StatusBoard {
         Self {
             accounts: Mutex::new(BTreeMap::new()),
             metrics,
+            nats: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_nats(&self, health: Arc<crate::sink::nats::health::NatsHealth>) {
+        let _ = self.nats.set(health);
+    }
+
+    /// The `nats` object of `GET /v1/status`, when the nats sink runs.
+    pub fn nats(&self) -> Option<crate::sink::nats::health::NatsStatus> {
+        self.nats.get().map(|health| health.snapshot())
     }
 
     /// Change one account's entry.

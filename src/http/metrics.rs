@@ -46,9 +46,15 @@ enum Family {
     ReplaySkipped,
     CursorRowid,
     Connected,
+    NatsConnected,
+    NatsPublished,
+    NatsPublishDuplicates,
+    NatsPublishAckMicros,
+    NatsPendingAcks,
+    NatsReplies,
 }
 
-const FAMILIES: [Family; 15] = [
+const FAMILIES: [Family; 21] = [
     Family::MessagesIn,
     Family::MessagesDispatched,
     Family::MessagesDropped,
@@ -64,6 +70,12 @@ const FAMILIES: [Family; 15] = [
     Family::ReplaySkipped,
     Family::CursorRowid,
     Family::Connected,
+    Family::NatsConnected,
+    Family::NatsPublished,
+    Family::NatsPublishDuplicates,
+    Family::NatsPublishAckMicros,
+    Family::NatsPendingAcks,
+    Family::NatsReplies,
 ];
 
 /// Name (without the prefix), help text, type and label names of one family.
@@ -167,6 +179,42 @@ impl Family {
                 Kind::Gauge,
                 &["account"],
             ),
+            Family::NatsConnected => (
+                "nats_connected",
+                "1 while the nats sink is connected to a server and its streams are ready, else 0.",
+                Kind::Gauge,
+                &["stream"],
+            ),
+            Family::NatsPublished => (
+                "nats_published_total",
+                "Envelopes JetStream acknowledged (PubAck), duplicates included.",
+                Kind::Counter,
+                &["account"],
+            ),
+            Family::NatsPublishDuplicates => (
+                "nats_publish_duplicates_total",
+                "Envelopes JetStream already held (same Nats-Msg-Id within the duplicate window).",
+                Kind::Counter,
+                &["account"],
+            ),
+            Family::NatsPublishAckMicros => (
+                "nats_publish_ack_microseconds_total",
+                "Time from publish to PubAck, summed; divide by nats_published_total for the mean latency.",
+                Kind::Counter,
+                &["account"],
+            ),
+            Family::NatsPendingAcks => (
+                "nats_pending_acks",
+                "Envelopes published and waiting for their PubAck, plus replies pulled and not yet acked.",
+                Kind::Gauge,
+                &["account"],
+            ),
+            Family::NatsReplies => (
+                "nats_replies_total",
+                "Replies pulled from the reply stream, by outcome (sent, retried, skipped_claimed, lost_claim, refused).",
+                Kind::Counter,
+                &["account", "outcome"],
+            ),
         };
         Spec {
             name,
@@ -199,7 +247,8 @@ impl Metrics {
     pub fn register_account(&self, account: &str) {
         let mut series = self.lock();
         for family in FAMILIES {
-            if family.spec().labels.len() == 1 {
+            // The nats sink's series appear with its first event: other sinks never have them.
+            if family.spec().labels == ["account"] && !family.spec().name.starts_with("nats_") {
                 series
                     .entry(family)
                     .or_default()
@@ -311,6 +360,28 @@ impl Metrics {
             }
         }
         serde_json::Value::Object(out)
+    }
+
+    pub fn set_nats_connected(&self, stream: &str, connected: bool) {
+        self.set(Family::NatsConnected, &[stream], i64::from(connected));
+    }
+
+    /// One PubAck: its latency, and whether JetStream already held the message.
+    pub fn nats_acked(&self, account: &str, latency: std::time::Duration, duplicate: bool) {
+        self.add(Family::NatsPublished, &[account], 1);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.add(Family::NatsPublishAckMicros, &[account], micros);
+        if duplicate {
+            self.add(Family::NatsPublishDuplicates, &[account], 1);
+        }
+    }
+
+    pub fn set_nats_pending(&self, account: &str, pending: i64) {
+        self.set(Family::NatsPendingAcks, &[account], pending);
+    }
+
+    pub fn inc_nats_replies(&self, account: &str, outcome: &str) {
+        self.add(Family::NatsReplies, &[account, outcome], 1);
     }
 
     /// Everything in the Prometheus text exposition format, version 0.0.4: `# HELP` and `# TYPE` for

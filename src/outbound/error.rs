@@ -56,6 +56,10 @@ pub enum SendError {
     /// imsg answered with something that is not a send result: it most likely sent the message.
     #[error("{0}")]
     BadAnswer(RpcError),
+    /// The last check before sending said no (a NATS reply another bridge already took): nothing
+    /// was sent.
+    #[error("held back: {0}")]
+    Held(String),
 }
 
 impl SendError {
@@ -72,7 +76,8 @@ impl SendError {
             | Self::TooLarge { .. }
             | Self::MediaRefused { .. }
             | Self::Upload { .. }
-            | Self::NotConnected(_) => false,
+            | Self::NotConnected(_)
+            | Self::Held(_) => false,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod dead_letter;
 pub mod exec;
+pub mod nats;
 pub mod reply;
 pub mod webhook;
 
@@ -27,6 +28,9 @@ pub enum SinkError {
     /// Shutting down while the envelope waited for the agent: it was not delivered.
     #[error("stopped before the agent took the envelope")]
     Cancelled,
+    /// The sink cannot start (credentials or TLS files of the nats sink).
+    #[error(transparent)]
+    Nats(#[from] nats::connect::NatsError),
 }
 
 /// What the agent side did with an envelope.
@@ -45,6 +49,7 @@ pub enum Sink {
     Stdout(LineSink),
     Exec(Arc<exec::ExecSink>),
     Webhook(Arc<webhook::WebhookSink>),
+    Nats(Arc<nats::NatsSink>),
     /// An agent inside this process (the demo's echo agent): envelopes go into a channel.
     Channel(tokio::sync::mpsc::Sender<Envelope>),
 }
@@ -59,18 +64,23 @@ impl Sink {
         ))))
     }
 
-    /// The sink `bridge.agent` names. Exec replies are routed through `outboxes`; the exec agent's
-    /// supervisor runs on `tasks` until `cancel`.
+    /// The sink `bridge.agent` names. Exec and nats replies are routed through `outboxes`; the exec
+    /// agent's supervisor and the nats connection run on `tasks` until `cancel`. Fails only on
+    /// credentials the nats sink cannot read.
     pub fn from_config(
         agent: &crate::config::AgentSink,
         outboxes: Arc<reply::Outboxes>,
+        metrics: Arc<crate::http::Metrics>,
         cancel: CancellationToken,
         tasks: &TaskTracker,
-    ) -> Self {
-        match agent {
+    ) -> Result<Self, SinkError> {
+        Ok(match agent {
             crate::config::AgentSink::Stdout => Self::stdout(),
             crate::config::AgentSink::Exec { command } => {
                 Sink::Exec(exec::ExecSink::start(command.clone(), outboxes, cancel, tasks))
+            }
+            crate::config::AgentSink::Nats(config) => {
+                Sink::Nats(nats::NatsSink::start(config, outboxes, metrics, cancel, tasks)?)
             }
             crate::config::AgentSink::Webhook {
                 url,
@@ -82,6 +92,14 @@ impl Sink {
                 Duration::from_millis(*timeout_ms),
                 cancel,
             ))),
+        })
+    }
+
+    /// Start what serves `account`'s replies besides its outbox (the nats sink's puller), until
+    /// `stop`.
+    pub fn serve_account(&self, account: &str, stop: CancellationToken) {
+        if let Sink::Nats(nats) = self {
+            nats.serve_replies(account, stop);
         }
     }
 
@@ -90,13 +108,13 @@ impl Sink {
     pub async fn flush(&self) -> Result<(), SinkError> {
         match self {
             Sink::Stdout(lines) => lines.flush().await,
-            Sink::Exec(_) | Sink::Webhook(_) | Sink::Channel(_) => Ok(()),
+            Sink::Exec(_) | Sink::Webhook(_) | Sink::Nats(_) | Sink::Channel(_) => Ok(()),
         }
     }
 
     /// Hand one envelope over. Ok(Accepted) means the agent side has it (stdout: queued, written
-    /// at the next [`Self::flush`]; exec: written and flushed; webhook: 2xx); the exec and webhook
-    /// sinks wait while the agent is unreachable.
+    /// at the next [`Self::flush`]; exec: written and flushed; webhook: 2xx; nats: JetStream's
+    /// PubAck); the exec, webhook and nats sinks wait while the agent side is unreachable.
     pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, SinkError> {
         match self {
             Sink::Stdout(lines) => {
@@ -108,6 +126,10 @@ impl Sink {
                 Ok(Delivery::Accepted { replies: Vec::new() })
             }
             Sink::Webhook(webhook) => webhook.deliver(envelope).await,
+            Sink::Nats(nats) => {
+                nats.deliver(envelope).await?;
+                Ok(Delivery::Accepted { replies: Vec::new() })
+            }
             Sink::Channel(tx) => {
                 tx.send(envelope.clone())
                     .await

@@ -42,19 +42,37 @@ impl AgentReply {
             self.text.unwrap_or_default(),
             self.media.into_iter().map(PathBuf::from).collect(),
         );
-        Ok(Outgoing { request, done: None })
+        Ok(Outgoing {
+            request,
+            done: None,
+            gate: None,
+        })
     }
 }
+
+/// A last check the account's loop runs right before it sends, so that nothing can come between
+/// the check and the send (a NATS reply's claim); `Err` holds the send back with the reason.
+pub type SendGate = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// What a send came to: the message ids imsg reported, one per `send` call.
 pub type SendOutcome = Result<Vec<String>, SendError>;
 
 /// Something to send from an account.
-#[derive(Debug)]
 pub struct Outgoing {
     pub request: Request,
-    /// Whoever waits for the outcome (the HTTP API); replies have nobody.
+    /// Whoever waits for the outcome (the HTTP API, the nats sink's reply puller).
     pub done: Option<oneshot::Sender<SendOutcome>>,
+    pub gate: Option<SendGate>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("request", &self.request)
+            .field("waited_for", &self.done.is_some())
+            .field("gated", &self.gate.is_some())
+            .finish()
+    }
 }
 
 /// One account's outbox, read by the account's loop: what other tasks queued (exec replies, API
@@ -161,24 +179,40 @@ impl Outboxes {
 
     /// Queue an agent's reply to its account.
     pub fn route(&self, reply: AgentReply) -> Result<(), RouteError> {
+        let default = lock(&self.default_account).clone().unwrap_or_default();
+        let (account, outgoing) = self.resolve(reply, &default)?;
+        self.queue(&account, outgoing)
+    }
+
+    /// Which account sends `reply`, and what: by its envelope (remembered here), else its own `to`
+    /// from its own `account` or `default_account`.
+    pub fn resolve(
+        &self,
+        reply: AgentReply,
+        default_account: &str,
+    ) -> Result<(String, Outgoing), RouteError> {
         let (account, to) = match (&reply.envelope_id, &reply.to) {
-            (Some(id), _) => lock(&self.recent)
+            (Some(id), None) => lock(&self.recent)
                 .0
                 .get(id)
                 .cloned()
                 .ok_or_else(|| RouteError::UnknownEnvelope(id.clone()))?,
-            (None, Some(to)) => {
+            // An explicit `to` wins: a reply that names its target needs no memory of the envelope
+            // (another bridge may have delivered it).
+            (envelope, Some(to)) => {
+                let remembered = envelope
+                    .as_ref()
+                    .and_then(|id| lock(&self.recent).0.get(id).cloned());
                 let account = reply
                     .account
                     .clone()
-                    .or_else(|| lock(&self.default_account).clone())
-                    .unwrap_or_default();
+                    .or(remembered.map(|(account, _)| account))
+                    .unwrap_or_else(|| default_account.to_string());
                 (account, to.clone())
             }
             (None, None) => return Err(RouteError::NoTarget),
         };
-        let outgoing = reply.into_outgoing(&to)?;
-        self.queue(&account, outgoing)
+        Ok((account, reply.into_outgoing(&to)?))
     }
 
     /// Queue something to send from `account`.

@@ -235,7 +235,7 @@ fn every_validation_rule_names_the_key_path_the_value_and_what_is_allowed() {
         (
             "{bridge: {agent: {kind: 'exec', command: ['a'], url: 'http://x'}}}",
             "bridge.agent.url",
-            "is only used with kind \"webhook\", not \"exec\"",
+            "is only used with kind \"webhook\" or \"nats\", not \"exec\"",
         ),
         (
             "{bridge: {agent: {kind: 'stdout', command: ['a']}}}",
