@@ -163,6 +163,8 @@ pub async fn run(
         )?,
     };
     if let Sink::Nats(nats) = &sink {
+        let max_age = config.bridge.replay.max_age_minutes.saturating_mul(60);
+        nats.health().set_replay_bound(Duration::from_secs(max_age));
         options.status.set_nats(nats.health());
     }
     let mut fleet = Fleet {

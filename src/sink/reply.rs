@@ -293,6 +293,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_reply_that_names_its_target_needs_no_memory_of_the_envelope() {
+        let boxes = Outboxes::default();
+        let reply = |envelope: Option<&str>, to: Option<&str>| AgentReply {
+            envelope_id: envelope.map(str::to_string),
+            to: to.map(str::to_string),
+            text: Some("hi".into()),
+            ..Default::default()
+        };
+        let (account, outgoing) = boxes
+            .resolve(reply(Some("imessage:work:G9"), Some("+1555")), "work")
+            .unwrap();
+        assert_eq!(
+            (account.as_str(), outgoing.request.to.to_string()),
+            ("work", "+1555".into())
+        );
+        assert_eq!(
+            outgoing.request.shape,
+            outbound::Shape::AgentReply,
+            "chunked and cleaned like exec replies"
+        );
+        assert_eq!(
+            outgoing.request.origin,
+            Caller::Agent,
+            "held to the outbound media roots"
+        );
+        boxes.remember("imessage:home:G1", "home", "chat_id:7");
+        let (account, outgoing) = boxes
+            .resolve(reply(Some("imessage:home:G1"), None), "work")
+            .unwrap();
+        assert_eq!(
+            (account.as_str(), outgoing.request.to.to_string()),
+            ("home", "chat_id:7".into())
+        );
+        assert_eq!(
+            boxes
+                .resolve(reply(Some("imessage:x:G2"), None), "work")
+                .unwrap_err(),
+            RouteError::UnknownEnvelope("imessage:x:G2".into())
+        );
+    }
+
     #[tokio::test]
     async fn an_outbox_hands_out_its_own_replies_first_then_what_others_queued_in_order() {
         let boxes = Outboxes::default();

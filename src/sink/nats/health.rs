@@ -55,8 +55,13 @@ pub struct NatsHealth {
     status: Mutex<NatsStatus>,
     /// Sum of PubAck latencies and their count, for the mean.
     latency: Mutex<(Duration, u64)>,
+    /// When the last "lag beyond the window" warning was logged.
+    lag_warned: Mutex<Option<std::time::Instant>>,
     pub metrics: Arc<Metrics>,
 }
+
+/// At most one "lag beyond the window" warning per this long.
+const LAG_WARNING_QUIET: Duration = Duration::from_secs(60);
 
 impl NatsHealth {
     pub fn new(config: &NatsConfig, metrics: Arc<Metrics>) -> Self {
@@ -76,6 +81,7 @@ impl NatsHealth {
         Self {
             status: Mutex::new(status),
             latency: Mutex::new((Duration::ZERO, 0)),
+            lag_warned: Mutex::new(None),
             metrics,
         }
     }
@@ -97,6 +103,38 @@ impl NatsHealth {
 
     pub fn set_error(&self, error: Option<String>) {
         lock(&self.status).last_error = error;
+    }
+
+    /// `bridge.replay.maxAgeMinutes`: a catch-up publishes rows up to that old, so a duplicate window
+    /// at least as long makes two bridges safe whatever their lag (docs/scale-out.md, "Active-active").
+    pub fn set_replay_bound(&self, max_age: Duration) {
+        let mut status = lock(&self.status);
+        let window = status.duplicate_window_seconds;
+        let bound = max_age.as_secs();
+        status.active_active = if window >= bound {
+            format!(
+                "two bridges may serve one account: the duplicate window ({window} s) covers the oldest row a catch-up publishes (bridge.replay.maxAgeMinutes, {bound} s)"
+            )
+        } else {
+            format!(
+                "two bridges may serve one account while each lags the Mac by less than the duplicate window ({window} s); a catch-up may publish rows up to {bound} s old (bridge.replay.maxAgeMinutes), so set duplicateWindowSeconds >= {bound} to cover any lag"
+            )
+        };
+    }
+
+    /// Whether a warning about a lag beyond the window is due now (once a minute at most).
+    pub fn lag_warning_due(&self) -> bool {
+        let mut warned = lock(&self.lag_warned);
+        let now = std::time::Instant::now();
+        if warned.is_some_and(|at| now.duration_since(at) < LAG_WARNING_QUIET) {
+            return false;
+        }
+        *warned = Some(now);
+        true
+    }
+
+    pub fn duplicate_window(&self) -> Duration {
+        Duration::from_secs(lock(&self.status).duplicate_window_seconds)
     }
 
     /// One PubAck for `account`: `lag` is the envelope's age when it was acknowledged.
@@ -177,6 +215,19 @@ mod tests {
         );
         let status = health.snapshot();
         assert!(status.active_active.contains("600 s"), "{}", status.active_active);
+        health.set_replay_bound(Duration::from_secs(7200));
+        assert!(
+            health
+                .snapshot()
+                .active_active
+                .contains("set duplicateWindowSeconds >= 7200"),
+            "{}",
+            health.snapshot().active_active
+        );
+        health.set_replay_bound(Duration::from_secs(300));
+        assert!(health.snapshot().active_active.contains("covers the oldest row"));
+        assert!(health.lag_warning_due());
+        assert!(!health.lag_warning_due(), "once a minute");
         assert!(!status.lag_exceeds_window);
         health.acked(
             "default",

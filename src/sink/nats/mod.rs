@@ -127,6 +127,7 @@ impl NatsSink {
                     let lag = envelope_age(&envelope.timestamp);
                     self.health
                         .acked(&envelope.account, started.elapsed(), lag, ack.duplicate);
+                    self.warn_on_lag(envelope, lag);
                     if failures > 0 {
                         info!(account = %envelope.account, id = %escape_controls(&envelope.id), "JetStream took the envelope after {failures} failed attempts");
                         self.health.set_error(None);
@@ -143,6 +144,19 @@ impl NatsSink {
                 _ = self.cancel.cancelled() => return Err(SinkError::Cancelled),
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
+        }
+    }
+
+    /// A row older than the duplicate window may already be in the stream from another bridge, and
+    /// JetStream no longer recognises its id: say so (once a minute) with the remedy.
+    fn warn_on_lag(&self, envelope: &Envelope, lag: Option<Duration>) {
+        let window = self.health.duplicate_window();
+        if lag.is_some_and(|lag| lag >= window) && self.health.lag_warning_due() {
+            warn!(
+                account = %envelope.account,
+                "publishing messages older than the duplicate window ({} s): if another bridge serves this account and published them already, the stream now holds them twice; raise bridge.agent.duplicateWindowSeconds to bridge.replay.maxAgeMinutes (docs/scale-out.md, \"Active-active\")",
+                window.as_secs()
+            );
         }
     }
 
