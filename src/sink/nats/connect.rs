@@ -107,6 +107,11 @@ pub fn options(
 
 /// This bridge in claims and connection names: host and process.
 pub fn instance() -> String {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(read_instance).clone()
+}
+
+fn read_instance() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -280,6 +280,18 @@ async fn settle(
         (Some(Err(SendError::Held(_))), Verdict::Taken(record)) => {
             existing_claim(account, id, delivered, record, message).await
         }
+        (Some(Err(SendError::Held(reason))), _) => {
+            // The bucket did not answer: nothing was sent. A create that went through unanswered
+            // left a claim of ours, which is given back when it can be read.
+            claim.release_if_ours().await;
+            debug!(account = %account, reply = %id, "{reason}; later");
+            finish(
+                message,
+                AckKind::Nak(Some(retry_delay(delivered))),
+                Outcome::Retried,
+            )
+            .await
+        }
         (Some(Err(err)), _) if err.maybe_delivered() => {
             claim.mark(ClaimState::Uncertain).await;
             warn!(account = %account, reply = %id, "the reply may or may not have reached the Mac ({err}); its claim stays, so it is never sent again");
@@ -350,10 +362,7 @@ async fn existing_claim(
 
 /// Sends that failed before anything reached the Mac and may work later.
 fn transient(err: &SendError) -> bool {
-    matches!(
-        err,
-        SendError::NotConnected(_) | SendError::Upload { .. } | SendError::Held(_)
-    )
+    matches!(err, SendError::NotConnected(_) | SendError::Upload { .. })
 }
 
 /// 2 s doubling per delivery, at most a minute.
@@ -471,6 +480,17 @@ impl Claim {
         }
     }
 
+    /// Give back a claim this bridge may have made without hearing the answer.
+    async fn release_if_ours(&self) {
+        if self
+            .read()
+            .await
+            .is_some_and(|record| record.bridge == instance())
+        {
+            self.release().await;
+        }
+    }
+
     /// Give the reply back (nothing reached the Mac): the next delivery may claim it again.
     async fn release(&self) {
         if let Err(err) = self.store.delete(&self.key).await {
@@ -493,7 +513,10 @@ mod tests {
     fn only_sends_that_never_reached_the_mac_are_retried() {
         let rpc = || crate::rpc::RpcError::NotRunning { stderr: Vec::new() };
         assert!(transient(&SendError::NotConnected(rpc())));
-        assert!(transient(&SendError::Held("bucket down".into())));
+        assert!(
+            !transient(&SendError::Held("taken".into())),
+            "held sends are settled by their claim"
+        );
         assert!(!transient(&SendError::Empty));
         assert!(
             SendError::ConnectionLost(rpc()).maybe_delivered(),
