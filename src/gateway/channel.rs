@@ -377,7 +377,7 @@ impl ChannelState {
         match crate::config::from_str(text, Some(path)) {
             Ok(config) => {
                 if let Some(account) = config.account(&self.runtime.settings.account) {
-                    let settings = Settings::of(account, crate::policy::mention::for_config(&config));
+                    let settings = Settings::for_config(&config, account);
                     self.runtime.settings = settings.clone();
                     self.runtime.config_writes = account.config_writes;
                     self.policy.settings = settings;

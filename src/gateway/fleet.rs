@@ -266,7 +266,7 @@ pub fn account_runtime(config: &Config, account: &Account) -> Result<AccountRunt
 
 fn channel_runtime(config: &Config, account: &Account) -> ChannelRuntime {
     ChannelRuntime {
-        settings: Settings::of(account, crate::policy::mention::for_config(config)),
+        settings: Settings::for_config(config, account),
         dm_history_limit: account.dm_history_limit,
         dms: account.dms.clone(),
         state_dir: config.bridge.state_dir.clone(),

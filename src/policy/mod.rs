@@ -118,6 +118,9 @@ pub struct Settings {
     /// Empty: mentions cannot be detected, so nothing is gated.
     pub mention: Vec<Regex>,
     pub group_history_limit: usize,
+    /// Other bridges send from this account too (the nats sink, docs/scale-out.md): their replies
+    /// come back as from-me rows this bridge did not send, which are then no evidence of a loop.
+    pub shared_sends: bool,
 }
 
 impl Settings {
@@ -132,6 +135,16 @@ impl Settings {
             context_visibility: account.context_visibility,
             mention,
             group_history_limit: account.group_history_limit as usize,
+            shared_sends: false,
+        }
+    }
+
+    /// The settings of `account` in `config`: its mention patterns, and whether other bridges may
+    /// send from it (the nats sink).
+    pub fn for_config(config: &crate::config::Config, account: &Account) -> Self {
+        Self {
+            shared_sends: config.bridge.agent.kind() == crate::config::AgentKind::Nats,
+            ..Self::of(account, mention::for_config(config))
         }
     }
 
@@ -189,6 +202,7 @@ impl Policy {
             None => format!("{}:dm:{}", self.settings.account, m.sender.trim()),
         };
         match decision {
+            Decision::Drop(DropReason::FromMe) if self.settings.shared_sends => decision,
             Decision::Drop(reason) if reason.is_loop_hit() => {
                 self.limiter.hit(&loop_key, now_ms);
                 decision

@@ -14,6 +14,7 @@ fn settings() -> Settings {
         context_visibility: ContextVisibility::All,
         mention: mention::compile(&["@?bot\\b".to_string()]),
         group_history_limit: 50,
+        shared_sends: false,
     }
 }
 
@@ -654,6 +655,47 @@ fn loop_evidence_is_reflections_and_from_me_rows_we_did_not_send() {
         let limited = dropped(&next) == Some(DropReason::RateLimited);
         assert_eq!(limited, case.trips, "{}: {next:?}", case.what);
     }
+}
+
+#[test]
+fn with_shared_sends_another_bridges_replies_are_no_loop_evidence_but_reflections_still_are() {
+    // Two bridges on one account (the nats sink): each sees the other's replies as from-me rows it did
+    // not send. Counting them would silence every busy conversation on both bridges.
+    let friend = "+15550001111";
+    let shared = Settings {
+        shared_sends: true,
+        ..settings()
+    };
+    let mut policy = Policy::new(shared.clone());
+    for n in 0..10_u64 {
+        let other_bridges_reply = Message {
+            is_from_me: true,
+            guid: format!("OTHER-{n}"),
+            ..dm(friend, &format!("echo: message {n}"))
+        };
+        let d = decide_with(&mut policy, &other_bridges_reply, &[], n * 100);
+        assert_eq!(
+            dropped(&d),
+            Some(DropReason::FromMe),
+            "#{n}: still never dispatched"
+        );
+    }
+    let next = decide_with(&mut policy, &dm(friend, "a real message"), &[], 2_000);
+    assert!(matches!(next, Decision::Dispatch(_)), "{next:?}");
+    let mut policy = Policy::new(shared);
+    for n in 0..5_u64 {
+        let reflected = dm(friend, "ok <thinking>plan</thinking>");
+        assert_eq!(
+            dropped(&decide_with(&mut policy, &reflected, &[], n * 100)),
+            Some(DropReason::Reflected)
+        );
+    }
+    let next = decide_with(&mut policy, &dm(friend, "a real message"), &[], 1_000);
+    assert_eq!(
+        dropped(&next),
+        Some(DropReason::RateLimited),
+        "reflections still trip it"
+    );
 }
 
 #[test]
