@@ -34,6 +34,7 @@ pub fn run() -> Comparison {
         context_visibility: ContextVisibility::All,
         mention: mention::compile(&["@?bot\\b".to_string()]),
         group_history_limit: 50,
+        shared_sends: false,
     };
     let ctx = EnvelopeContext {
         account: "default".into(),
