@@ -8,6 +8,7 @@ mod attachments;
 mod catchup;
 mod dropin;
 mod latency;
+mod nats;
 mod pipeline;
 mod remote;
 mod report;
@@ -83,6 +84,9 @@ fn main() {
     }
     if selected("dropin-start") {
         rows.extend(dropin::start(work.path()));
+    }
+    if selected("nats") {
+        rows.extend(nats::run(&runtime, work.path()));
     }
     if selected("rss") && rss::run(work.path()).is_none() {
         println!("peak RSS: not measured (needs Linux /proc)");
