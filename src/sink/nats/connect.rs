@@ -121,9 +121,14 @@ fn read_instance() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// 250 ms doubling to 8 s, with ±20 % jitter so that bridges restarted together spread out.
+/// At once the first time, then 250 ms doubling to 8 s, with ±20 % jitter so that bridges restarted
+/// together spread out.
 fn reconnect_delay(attempts: usize) -> Duration {
-    let exponent = u32::try_from(attempts.min(5)).unwrap_or(5);
+    // The client counts from 1 for the first attempt.
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from((attempts - 2).min(5)).unwrap_or(5);
     let base = Duration::from_millis(250) * 2u32.pow(exponent);
     base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
@@ -221,5 +226,55 @@ fn setup(what: &str, err: impl std::fmt::Display) -> NatsError {
     NatsError::Setup {
         what: what.to_string(),
         reason: crate::util::escape::escape_controls(&err.to_string()).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_start_at_once_then_back_off_to_about_eight_seconds() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        let second = reconnect_delay(2);
+        assert!(
+            second >= Duration::from_millis(200) && second <= Duration::from_millis(300),
+            "{second:?}"
+        );
+        let late = reconnect_delay(50);
+        assert!(
+            late >= Duration::from_millis(6400) && late <= Duration::from_millis(9600),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn an_unset_token_variable_stops_the_start_with_its_name() {
+        let config = NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "IMSG".into(),
+            reply_stream: "IMSG_REPLIES".into(),
+            subject_prefix: "imsg".into(),
+            duplicate_window: Duration::from_secs(600),
+            token_env: Some("IMSG_BRIDGE_TEST_UNSET_NATS_TOKEN".into()),
+            credentials_file: None,
+            tls: None,
+        };
+        let health = Arc::new(NatsHealth::new(&config, Arc::new(crate::http::Metrics::new())));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let err = options(&config, health.clone(), tx.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$IMSG_BRIDGE_TEST_UNSET_NATS_TOKEN"), "{err}");
+        let missing = NatsConfig {
+            token_env: None,
+            credentials_file: Some("/nonexistent/bridge.creds".into()),
+            ..config
+        };
+        let err = options(&missing, health, tx).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot read bridge.agent.credentialsFile /nonexistent/bridge.creds"),
+            "{err}"
+        );
     }
 }
