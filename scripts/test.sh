@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README names it and .ci/run calls it.
-# Installs what the integration tests need (OpenSSH's sshd and client, procps, passwd) when missing and we are root;
-# otherwise says how to install it.
+# Installs what the integration tests need (OpenSSH's sshd and client, procps, passwd, nats-server) when missing
+# and we are root; otherwise says how to install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ command -v scp >/dev/null 2>&1 || need+=(openssh-client)
 command -v pkill >/dev/null 2>&1 || need+=(procps)
 # useradd creates the unprivileged login of the permission tests.
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
+# nats-server (with JetStream) backs the NATS sink and example worker tests (tests/it/natsd.rs).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} for the integration tests" >&2

@@ -21,6 +21,7 @@ mod fleet;
 mod guide;
 mod media;
 mod native;
+mod natsd;
 mod proxy;
 mod run;
 mod schema;
