@@ -79,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
         args.prefix
     );
     let mut answered: u64 = 0;
-    // A consumer stream can end or fail (server restart, stream deleted): bind again and go on.
+    // async-nats rides out reconnects; the message stream still ends if the consumer or stream is deleted
+    // (say, recreated by an operator): bind again and go on.
     loop {
         let consumer = bind(&js, &args).await;
         if let Err(err) = serve(&js, &consumer, &args.prefix, &mut answered).await {

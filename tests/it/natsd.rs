@@ -209,7 +209,8 @@ pub fn create_streams(url: &str, prefix: &str) {
     })
 }
 
-/// Publish `envelope` to `subject` with `Nats-Msg-Id: id`, as the bridge does, and wait for the PubAck.
+/// Publish each `(subject, envelope)` with `Nats-Msg-Id: <envelope id>`, as the bridge does, waiting for
+/// each PubAck.
 pub fn publish_envelopes(url: &str, envelopes: &[(String, serde_json::Value)]) {
     block_on(async {
         let js = connect(url).await;
