@@ -24,6 +24,7 @@ mod native;
 mod natsd;
 mod proxy;
 mod run;
+mod scaleout;
 mod schema;
 mod sim;
 mod soak;
