@@ -11,6 +11,8 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v scp >/dev/null 2>&1 || need+=(openssh-client)
 # kill and pkill signal the bridge and the remote imsg in the restart and soak tests.
 command -v pkill >/dev/null 2>&1 || need+=(procps)
+# openssl makes the CA and certificates of the NATS TLS test.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # useradd creates the unprivileged login of the permission tests.
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
 # nats-server (with JetStream) backs the NATS sink and example worker tests (tests/it/natsd.rs).

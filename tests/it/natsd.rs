@@ -17,6 +17,8 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `nats-server` flags (authentication, TLS).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
@@ -27,10 +29,16 @@ impl NatsServer {
 
     /// A server on `port`, for a client configured (and perhaps started) before the server.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// A server on `port` with more flags (`--auth TOKEN`, `--tls …`).
+    pub fn start_with(port: u16, extra: &[String]) -> Self {
         let mut server = Self {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            extra: extra.to_vec(),
         };
         server.start_again();
         server
@@ -52,6 +60,7 @@ impl NatsServer {
             .arg(self.dir.path().join("store"))
             .arg("-l")
             .arg(self.log_path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -141,7 +150,7 @@ pub struct StoredMsg {
 }
 
 /// Run `future` on a runtime of its own: the tests are synchronous.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -149,7 +158,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-async fn connect(url: &str) -> jetstream::Context {
+pub async fn connect(url: &str) -> jetstream::Context {
     let client = async_nats::connect(url).await.unwrap();
     jetstream::new(client)
 }
