@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imsg_bridge::sim::db::{InjectSpec, inject};
+use imsg_bridge::sim::db::{InjectSpec, inject, inject_many};
 
 use crate::api::http;
 use crate::natsd::{NatsServer, read_stream};
@@ -19,6 +19,8 @@ use crate::support::{Bridge, OPEN_ACCESS, PATIENCE, SimMac, imsg_sim_bin};
 const TOKEN: &str = "scale-out-token-0123456789";
 const MESSAGES: usize = 500;
 const SENDERS: usize = 5;
+/// Rows that arrive while the server is unreachable.
+const BURST: usize = 1500;
 
 /// A bridge config for `mac` with its own state dir `name`, the nats sink at `url` and the control API
 /// on `port`.
@@ -237,7 +239,20 @@ fn a_bridge_started_before_its_server_says_connecting_holds_its_cursor_and_deliv
     let api = free_port();
     let bridge = start_bridge(&bridge_config(&mac, "early", &url, api));
     bridge.wait_for_log("watching for messages");
-    let rows: Vec<(i64, String)> = (0..20).map(|i| inject_message(&mac.db, i)).collect();
+    // A busy chat while NATS is unreachable: more rows than the watch buffers, so the feed must page
+    // them again from the held cursor once envelopes flow.
+    let spec = InjectSpec {
+        from: "+15550009999".into(),
+        text: "burst".into(),
+        count: BURST as u32,
+        ..Default::default()
+    };
+    let rows: Vec<(i64, String)> = inject_many(&mac.db, &spec)
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.id, format!("imessage:default:{}", row.guid)))
+        .collect();
+    assert_eq!(rows.len(), BURST);
     std::thread::sleep(Duration::from_secs(2));
     let status = status_json(api);
     assert_eq!(status["nats"]["state"], "connecting", "{status}");
@@ -247,7 +262,7 @@ fn a_bridge_started_before_its_server_says_connecting_holds_its_cursor_and_deliv
     );
 
     let _nats = NatsServer::start_on(port);
-    wait_until(PATIENCE * 2, "20 envelopes in the stream", &[&bridge], || {
+    wait_until(PATIENCE * 4, "the burst in the stream", &[&bridge], || {
         status_json(api)["accounts"]["default"]["status"]["cursor"] == rows.last().unwrap().0
     });
     let stored = read_stream(&url, "IMSG");
@@ -268,7 +283,7 @@ fn a_bridge_started_before_its_server_says_connecting_holds_its_cursor_and_deliv
     assert_eq!(code, 200);
     for line in [
         "imsg_bridge_nats_connected{stream=\"IMSG\"} 1",
-        "imsg_bridge_nats_published_total{account=\"default\"} 20",
+        &format!("imsg_bridge_nats_published_total{{account=\"default\"}} {BURST}"),
         "imsg_bridge_nats_pending_acks{account=\"default\"} 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
