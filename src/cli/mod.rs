@@ -241,7 +241,9 @@ fn init_logging(cli: &Cli) {
     };
     // Our own crate at the chosen level; dependencies (the SSH library, …) one notch quieter unless RUST_LOG says otherwise.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,imsg_bridge={level}")));
+        // async-nats logs each failed reconnect as an error; the nats sink reports them itself, once
+        // per distinct error and with the remedy (docs/scale-out.md).
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,async_nats=off,imsg_bridge={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{ConnectOptions, Event};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::util::escape::escape_controls;
 
 use super::health::{NatsHealth, NatsState};
 use super::subject::Names;
@@ -144,10 +146,32 @@ fn on_event(health: &NatsHealth, event: &Event) {
             }
         }
         Event::Closed => health.set_state(NatsState::Reconnecting),
-        other => warn!(
-            "NATS: {}",
-            crate::util::escape::escape_controls(&other.to_string())
-        ),
+        Event::ServerError(_) | Event::ClientError(_) => {
+            let line = refusal_line(&event.to_string(), &health.snapshot().servers);
+            // The client retries every few seconds: the same refusal is logged once, not each time.
+            if health.note_error(&line) {
+                warn!("{line}");
+            } else {
+                debug!("{line}");
+            }
+        }
+        other => warn!("NATS: {}", escape_controls(&other.to_string())),
+    }
+}
+
+/// What the server or the client said, with the remedy when there is one.
+fn refusal_line(said: &str, servers: &str) -> String {
+    let said = escape_controls(said);
+    if said.contains("IO error") || said.contains("timed out") {
+        format!(
+            "cannot reach the NATS server ({servers}: {said}); envelopes wait and the bridge keeps trying; check bridge.agent.url and that nats-server runs with -js"
+        )
+    } else if said.contains("authorization") || said.contains("authentication") {
+        format!(
+            "NATS refused the login ({said}); check the token in bridge.agent.tokenEnv or the bridge.agent.credentialsFile, and the server's users"
+        )
+    } else {
+        format!("NATS: {said}")
     }
 }
 
@@ -225,13 +249,32 @@ async fn get_or_create(js: &jetstream::Context, config: stream::Config) -> Resul
 fn setup(what: &str, err: impl std::fmt::Display) -> NatsError {
     NatsError::Setup {
         what: what.to_string(),
-        reason: crate::util::escape::escape_controls(&err.to_string()).into_owned(),
+        reason: escape_controls(&err.to_string()).into_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_login_names_the_keys_to_check() {
+        let line = refusal_line("client error: nats: authorization violation", "nats://a:4222");
+        assert!(
+            line.starts_with("NATS refused the login (client error: nats: authorization violation)"),
+            "{line}"
+        );
+        assert!(line.contains("bridge.agent.tokenEnv"), "{line}");
+        assert_eq!(
+            refusal_line("server error: maximum payload\n", "nats://a:4222"),
+            "NATS: server error: maximum payload\\n"
+        );
+        let down = refusal_line("client error: nats: IO error", "nats://a:4222");
+        assert!(
+            down.starts_with("cannot reach the NATS server (nats://a:4222: client error"),
+            "{down}"
+        );
+    }
 
     #[test]
     fn reconnects_start_at_once_then_back_off_to_about_eight_seconds() {

@@ -105,6 +105,14 @@ impl NatsHealth {
         lock(&self.status).last_error = error;
     }
 
+    /// Record `error` as the last one; true when it differs from the one before (worth a warning).
+    pub fn note_error(&self, error: &str) -> bool {
+        let mut status = lock(&self.status);
+        let new = status.last_error.as_deref() != Some(error);
+        status.last_error = Some(error.to_string());
+        new
+    }
+
     /// `bridge.replay.maxAgeMinutes`: a catch-up publishes rows up to that old, so a duplicate window
     /// at least as long makes two bridges safe whatever their lag (docs/scale-out.md, "Active-active").
     pub fn set_replay_bound(&self, max_age: Duration) {
