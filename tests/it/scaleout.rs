@@ -442,9 +442,12 @@ fn a_reply_whose_claim_outlived_its_bridge_is_logged_by_id_and_never_sent_and_a_
         publish_reply(&js, "sent-1", "+15550001111", "already sent").await;
         publish_reply(&js, "fresh-1", "+15550001111", "a fresh reply").await;
     });
-    bridge.wait_for_log(
-        "reply crashed-1 was claimed by gone-host:4242 and that bridge stopped before it recorded the send",
-    );
+    // Two more deliveries, 10 s apart, give a live holder time before the reply counts as lost.
+    let lost =
+        "reply crashed-1 was claimed by gone-host:4242 and that bridge stopped before it recorded the send";
+    wait_until(PATIENCE * 3, "the lost reply logged by id", &[&bridge], || {
+        bridge.stderr().iter().any(|l| l.contains(lost))
+    });
     wait_until(PATIENCE, "the fresh reply", &[&bridge], || {
         sent_texts(&mac.db) == ["a fresh reply"]
     });
