@@ -18,8 +18,12 @@ mod rss;
 mod sshd;
 mod startup;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Run `imsg-sim` with `args`; panics with its stderr on failure.
 fn sim(args: &[&str]) {
@@ -32,6 +36,54 @@ fn sim(args: &[&str]) {
         "imsg-sim {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A child's stderr, kept whole for failure messages and handed over line by line to wait for one.
+pub struct StderrLog {
+    all: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+}
+
+impl StderrLog {
+    /// Take `child`'s piped stderr and read it on a thread of its own.
+    pub fn follow(child: &mut Child) -> Self {
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn({
+            let all = all.clone();
+            move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    all.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        Self { all, lines }
+    }
+
+    /// Whether a line containing `needle` arrived within 30 s.
+    pub fn wait_for(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
+                && line.contains(needle)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Every line so far.
+    pub fn all(&self) -> Vec<String> {
+        self.all.lock().unwrap().clone()
+    }
+
+    /// Every line so far, as one text.
+    pub fn text(&self) -> String {
+        self.all().join("\n")
+    }
 }
 
 /// How many measured rounds each benchmark runs: `cargo bench` passes `--bench`; under `cargo test

@@ -129,9 +129,7 @@ fn median(values: &[f64]) -> f64 {
 /// A running `imsg-bridge run` whose stderr is collected.
 struct Running {
     child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-    /// Each stderr line as it arrives, to wait for one.
-    lines: std::sync::mpsc::Receiver<String>,
+    stderr: crate::StderrLog,
 }
 
 fn spawn(config: &Path) -> Running {
@@ -144,35 +142,18 @@ fn spawn(config: &Path) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let (tx, lines) = std::sync::mpsc::channel();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn({
-        let stderr = stderr.clone();
-        move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                stderr.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        }
-    });
-    Running { child, stderr, lines }
+    let stderr = crate::StderrLog::follow(&mut child);
+    Running { child, stderr }
 }
 
 fn wait_for_watch(bridge: &mut Running) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(line) = bridge.lines.recv_timeout(Duration::from_millis(100))
-            && line.contains("watching for messages")
-        {
-            return;
-        }
+    if !bridge.stderr.wait_for("watching for messages") {
+        let _ = bridge.child.kill();
+        panic!(
+            "the bridge did not start watching; log:\n{}",
+            bridge.stderr.text()
+        );
     }
-    let _ = bridge.child.kill();
-    panic!(
-        "the bridge did not start watching; log:\n{}",
-        bridge.stderr.lock().unwrap().join("\n")
-    );
 }
 
 /// Start the bridge and time it until `count` envelopes whose text starts with `prefix` were read.
@@ -211,13 +192,7 @@ fn catch_up(config: &Path, prefix: &str, count: usize, patience: Duration) -> Ca
     // A clean stop saves the cursor past the backlog, so the next round starts after it.
     stop(bridge.child);
     let _ = reader.join();
-    let overflows = bridge
-        .stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| is_overflow(l))
-        .count();
+    let overflows = bridge.stderr.all().iter().filter(|l| is_overflow(l)).count();
     CatchUp {
         elapsed: done.map_or(patience, |at| at.duration_since(started)),
         first: first.lock().unwrap().map(|at| at.duration_since(started)),

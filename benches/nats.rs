@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -343,8 +342,7 @@ fn stream_messages(runtime: &Runtime, client: &async_nats::Client) -> Option<u64
 /// A running `imsg-bridge run`: stdout lines recorded as arrivals, stderr kept for failures.
 struct Bridge {
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    lines: Receiver<String>,
+    log: crate::StderrLog,
 }
 
 impl Bridge {
@@ -365,35 +363,18 @@ impl Bridge {
                 stdout.record(line.as_bytes());
             }
         });
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn({
-            let log = log.clone();
-            move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line.clone());
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        Self { child, log, lines }
+        let log = crate::StderrLog::follow(&mut child);
+        Self { child, log }
     }
 
     fn wait_for_watch(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
-                && line.contains("watching for messages")
-            {
-                return;
-            }
+        if !self.log.wait_for("watching for messages") {
+            self.fail("the bridge did not start watching");
         }
-        self.fail("the bridge did not start watching");
     }
 
     fn fail(&self, what: &str) -> ! {
-        panic!("{what}; log:\n{}", self.log.lock().unwrap().join("\n"));
+        panic!("{what}; log:\n{}", self.log.text());
     }
 }
 
