@@ -72,7 +72,8 @@ const FDA_REMOTE: &str = "on the Mac: System Settings → General → Sharing �
 const FDA_LOCAL: &str = "give the process that runs imsg (the terminal, or the launchd agent's program) Full Disk Access in System Settings → Privacy & Security → Full Disk Access; it does not propagate to LaunchAgents started elsewhere";
 
 pub async fn doctor(config: &Config, account: &Account, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
-    let report = run_checks(config, account, args).await;
+    let mut report = run_checks(config, account, args).await;
+    agent_check(&mut report, config).await;
     let failed = report.checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
         let out = serde_json::json!({
@@ -689,6 +690,48 @@ fn local_checks(r: &mut Report, config: &Config, plan: &Plan) {
             Some("also set ClientAliveInterval 30 / ClientAliveCountMax 3 on the Mac (deploy/sshd/imsg-bridge.conf) so a dead link's imsg rpc exits there too"),
         ),
         Plan::Process { .. } => r.skip("keepalive", "local process transport"),
+    }
+}
+
+/// The nats sink: login, JetStream, the streams and the duplicate window (docs/scale-out.md). Other
+/// sinks have nothing to reach before `run`.
+async fn agent_check(r: &mut Report, config: &Config) {
+    let crate::config::AgentSink::Nats(nats) = &config.bridge.agent else {
+        return;
+    };
+    let max_age = Duration::from_secs(config.bridge.replay.max_age_minutes.saturating_mul(60));
+    match crate::sink::nats::probe::probe(nats, max_age).await {
+        Ok(probe) => {
+            let streams: Vec<String> = probe
+                .streams
+                .iter()
+                .map(|s| match &s.found {
+                    Some(f) => format!(
+                        "{} {} messages, window {} s",
+                        s.name,
+                        f.messages,
+                        f.duplicate_window.as_secs()
+                    ),
+                    None => format!("{} not created yet (run creates it)", s.name),
+                })
+                .collect();
+            let detail = format!(
+                "{} (nats-server {}): {}",
+                probe.servers,
+                probe.server_version,
+                streams.join("; ")
+            );
+            let remedy = probe.window_advice.map(|advice| {
+                format!("{advice}; raise bridge.agent.duplicateWindowSeconds to {} if two bridges serve one account", max_age.as_secs())
+            });
+            r.add("agent.nats", Status::Ok, detail, remedy.as_deref());
+        }
+        Err(err) => r.add(
+            "agent.nats",
+            Status::Fail,
+            err.to_string(),
+            Some("envelopes would wait (nothing is lost); see docs/troubleshooting.md, \"The nats sink\""),
+        ),
     }
 }
 

@@ -474,3 +474,48 @@ fn a_reply_whose_claim_outlived_its_bridge_is_logged_by_id_and_never_sent_and_a_
     let record: serde_json::Value = serde_json::from_slice(&fresh.value).unwrap();
     assert_eq!(record["state"], "sent", "{record}");
 }
+
+/// `doctor --json`'s `agent.nats` row: (status, detail, remedy).
+fn doctor_nats_row(config: &Path) -> (String, String, String) {
+    let out = Command::new(crate::support::imsg_bridge_bin())
+        .args(["--config", config.to_str().unwrap(), "doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "agent.nats")
+        .unwrap_or_else(|| panic!("no agent.nats row: {report}"))
+        .clone();
+    let text = |key: &str| row[key].as_str().unwrap_or_default().to_string();
+    (text("status"), text("detail"), text("remedy"))
+}
+
+#[test]
+fn doctor_checks_the_nats_server_its_streams_and_the_duplicate_window() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mac = SimMac::new();
+    let config = bridge_config(&mac, "doctor", &url, free_port());
+    let (status, detail, remedy) = doctor_nats_row(&config);
+    assert_eq!(status, "fail", "{detail}");
+    assert!(
+        detail.starts_with(&format!("cannot reach the NATS server ({url}")),
+        "{detail}"
+    );
+    assert!(remedy.contains("nothing is lost"), "{remedy}");
+
+    let _nats = NatsServer::start_on(port);
+    let (status, detail, remedy) = doctor_nats_row(&config);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(
+        detail.contains("IMSG not created yet (run creates it)"),
+        "{detail}"
+    );
+    assert!(
+        remedy.contains("raise bridge.agent.duplicateWindowSeconds to 7200"),
+        "the default window is shorter than the default replay bound: {remedy}"
+    );
+}

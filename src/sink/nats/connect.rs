@@ -45,18 +45,16 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// Claims outlive any redelivery of their reply: a week of every bridge being down is beyond it.
 const CLAIM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The client options from the config; fails on credentials that cannot be read, before anything
-/// connects (so `run` stops with the reason at once).
+/// The client options of the sink: those of the config, retried forever in the background; fails on
+/// credentials that cannot be read, before anything connects (so `run` stops with the reason at once).
 pub fn options(
     config: &NatsConfig,
     health: Arc<NatsHealth>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) -> Result<ConnectOptions, NatsError> {
-    let mut options = ConnectOptions::new()
-        .name(format!("imsg-bridge {}", instance()))
+    let options = ConnectOptions::new()
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connection_timeout(API_TIMEOUT)
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             on_event(&health, &event);
@@ -64,6 +62,14 @@ pub fn options(
             let _ = events.send(event);
             std::future::ready(())
         });
+    with_login(options, config)
+}
+
+/// `options` with the config's name, timeout, token or credentials, and TLS.
+pub fn with_login(options: ConnectOptions, config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
+    let mut options = options
+        .name(format!("imsg-bridge {}", instance()))
+        .connection_timeout(API_TIMEOUT);
     if let Some(name) = &config.token_env {
         let token = std::env::var(name).unwrap_or_default();
         if token.is_empty() {
@@ -160,7 +166,7 @@ fn on_event(health: &NatsHealth, event: &Event) {
 }
 
 /// What the server or the client said, with the remedy when there is one.
-fn refusal_line(said: &str, servers: &str) -> String {
+pub(super) fn refusal_line(said: &str, servers: &str) -> String {
     let said = escape_controls(said);
     if said.contains("IO error") || said.contains("timed out") {
         format!(

@@ -9,6 +9,7 @@
 
 pub mod connect;
 pub mod health;
+pub mod probe;
 mod replies;
 pub mod subject;
 
