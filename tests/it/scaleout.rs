@@ -519,3 +519,38 @@ fn doctor_checks_the_nats_server_its_streams_and_the_duplicate_window() {
         "the default window is shorter than the default replay bound: {remedy}"
     );
 }
+
+#[test]
+fn a_catch_up_older_than_the_duplicate_window_is_flagged_in_the_log_and_the_status() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let api = free_port();
+    let config = bridge_config_with(&mac, "lag", &nats.url(), api, ", duplicateWindowSeconds: 1");
+    let mut first = start_bridge(&config);
+    first.wait_for_log("watching for messages");
+    first.kill();
+    let last = (0..3).map(|i| inject_message(&mac.db, i).0).max().unwrap();
+    // Down for longer than the window: the rows it catches up on are older than the window.
+    std::thread::sleep(Duration::from_millis(2500));
+    let bridge = start_bridge(&config);
+    bridge.wait_for_log("control API listening");
+    wait_until(PATIENCE, "the catch-up acknowledged", &[&bridge], || {
+        status_json(api)["accounts"]["default"]["status"]["cursor"] == last
+    });
+    let warnings: Vec<String> = bridge
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("publishing messages older than the duplicate window (1 s)"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "once a minute at most: {warnings:?}");
+    let status = status_json(api);
+    assert_eq!(status["nats"]["lagExceedsWindow"], true, "{status}");
+    assert!(status["nats"]["lagSeconds"].as_f64().unwrap() >= 1.0, "{status}");
+    assert!(
+        status["nats"]["activeActive"]
+            .as_str()
+            .unwrap()
+            .contains("set duplicateWindowSeconds >= 7200"),
+        "{status}"
+    );
+}
