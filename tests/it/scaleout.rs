@@ -554,3 +554,39 @@ fn a_catch_up_older_than_the_duplicate_window_is_flagged_in_the_log_and_the_stat
         "{status}"
     );
 }
+
+#[test]
+fn the_claim_bucket_the_bridge_creates_lets_a_released_claim_be_taken_again_and_no_other() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let bridge = start_bridge(&bridge_config(&mac, "bucket", &nats.url(), free_port()));
+    wait_until(PATIENCE, "pulling replies", &[&bridge], || {
+        bridge.stderr().iter().any(|l| l.contains("pulling replies"))
+    });
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(&nats.url()).await;
+        let claims = js.get_key_value("IMSG_REPLIES_claims").await.unwrap();
+        claims.create("default.id.r1", "first".into()).await.unwrap();
+        assert!(
+            claims.create("default.id.r1", "second".into()).await.is_err(),
+            "create-only"
+        );
+        claims.delete("default.id.r1").await.unwrap();
+        claims
+            .create("default.id.r1", "after release".into())
+            .await
+            .unwrap();
+        let entry = claims.entry("default.id.r1").await.unwrap().unwrap();
+        assert_eq!(&entry.value[..], b"after release");
+        let info = js
+            .get_stream("KV_IMSG_REPLIES_claims")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(info.config.max_messages_per_subject, 1, "one value per key");
+        assert_eq!(info.config.max_age, Duration::from_secs(7 * 24 * 3600));
+    });
+}
