@@ -268,7 +268,7 @@ pub enum AgentSink {
 }
 
 /// `bridge.agent` of kind "nats" after validation (docs/scale-out.md, "Configuration").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// One server URL or a comma-separated list (`nats://host:4222`, `tls://host:4222`).
     pub url: String,
@@ -283,6 +283,22 @@ pub struct NatsConfig {
     /// A `.creds` file (JWT and nkey seed), `~` expanded.
     pub credentials_file: Option<PathBuf>,
     pub tls: Option<NatsTls>,
+}
+
+// A URL may carry `user:password@`: Debug shows the servers without it.
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &crate::sink::nats::health::redact_userinfo(&self.url))
+            .field("stream", &self.stream)
+            .field("reply_stream", &self.reply_stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("token_env", &self.token_env)
+            .field("credentials_file", &self.credentials_file)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// `bridge.agent.tls`: files, `~` expanded.

@@ -543,7 +543,7 @@ impl Fleet<'_> {
                 return None;
             }
         };
-        if format!("{:?}", config.bridge.agent) != format!("{:?}", self.config.bridge.agent) {
+        if config.bridge.agent != self.config.bridge.agent {
             warn!("SIGHUP: bridge.agent changed; that takes a restart of imsg-bridge");
         }
         Some(wanted)

@@ -194,6 +194,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_configs_debug_form_never_shows_a_password_in_the_url() {
+        let config = NatsConfig {
+            url: "nats://bob:s3cret@a:4222".into(),
+            stream: "IMSG".into(),
+            reply_stream: "IMSG_REPLIES".into(),
+            subject_prefix: "imsg".into(),
+            duplicate_window: Duration::from_secs(600),
+            token_env: None,
+            credentials_file: None,
+            tls: None,
+        };
+        let debug = format!("{:?}", crate::config::AgentSink::Nats(Box::new(config)));
+        assert!(
+            !debug.contains("s3cret") && debug.contains("nats://a:4222"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn server_urls_lose_their_credentials_and_keep_the_rest() {
         assert_eq!(
             redact_userinfo("nats://bob:s3cret@a:4222, tls://tok@b:4223,c:4222"),
