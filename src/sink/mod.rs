@@ -126,10 +126,7 @@ impl Sink {
                 Ok(Delivery::Accepted { replies: Vec::new() })
             }
             Sink::Webhook(webhook) => webhook.deliver(envelope).await,
-            Sink::Nats(nats) => {
-                nats.deliver(envelope).await?;
-                Ok(Delivery::Accepted { replies: Vec::new() })
-            }
+            Sink::Nats(nats) => nats.deliver(envelope).await,
             Sink::Channel(tx) => {
                 tx.send(envelope.clone())
                     .await

@@ -590,3 +590,76 @@ fn the_claim_bucket_the_bridge_creates_lets_a_released_claim_be_taken_again_and_
         assert_eq!(info.config.max_age, Duration::from_secs(7 * 24 * 3600));
     });
 }
+
+#[test]
+fn a_stream_deleted_under_a_running_bridge_is_made_again_and_the_envelope_lands() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let api = free_port();
+    let bridge = start_bridge(&bridge_config(&mac, "deleted", &nats.url(), api));
+    delivers_three(&mac, &bridge, api);
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(&nats.url()).await;
+        js.delete_stream("IMSG").await.unwrap();
+    });
+    let (rowid, id) = inject_message(&mac.db, 3);
+    wait_until(
+        PATIENCE,
+        "the envelope after the stream was deleted",
+        &[&bridge],
+        || status_json(api)["accounts"]["default"]["status"]["cursor"] == rowid,
+    );
+    let stored = read_stream(&nats.url(), "IMSG");
+    let ids: Vec<String> = stored
+        .iter()
+        .map(|m| m.msg_id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids,
+        [id],
+        "the new stream holds the envelope published after it was made again"
+    );
+}
+
+#[test]
+fn an_envelope_larger_than_the_server_takes_is_dead_lettered_and_the_next_one_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_conf = dir.path().join("small.conf");
+    std::fs::write(&server_conf, "max_payload: 8192\n").unwrap();
+    let port = free_port();
+    let nats = NatsServer::start_with(port, &["-c".to_string(), server_conf.display().to_string()]);
+    let mac = SimMac::new();
+    let api = free_port();
+    let bridge = start_bridge(&bridge_config(&mac, "big", &nats.url(), api));
+    bridge.wait_for_log("watching for messages");
+    let big = InjectSpec {
+        from: "+15550007777".into(),
+        text: "x".repeat(20_000),
+        ..Default::default()
+    };
+    inject(&mac.db, &big).unwrap();
+    let (rowid, id) = inject_message(&mac.db, 1);
+    wait_until(
+        PATIENCE,
+        "the small envelope after the big one",
+        &[&bridge],
+        || status_json(api)["accounts"]["default"]["status"]["cursor"] == rowid,
+    );
+    let stored = read_stream(&nats.url(), "IMSG");
+    let ids: Vec<String> = stored
+        .iter()
+        .map(|m| m.msg_id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, [id], "only the one that fits");
+    let letters = mac.dir.path().join("state-big/dead-letter/default");
+    let kept: Vec<_> = std::fs::read_dir(&letters).unwrap().collect();
+    assert_eq!(kept.len(), 1, "the big envelope is kept in {}", letters.display());
+    assert!(
+        bridge
+            .stderr()
+            .iter()
+            .any(|l| l.contains("dead-lettered") && l.contains("NATS refused it")),
+        "{}",
+        bridge.stderr().join("\n")
+    );
+}

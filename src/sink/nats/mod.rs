@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use tokio::sync::{mpsc, watch};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -25,8 +26,8 @@ use tracing::{debug, info, warn};
 use self::connect::{Conn, NatsError};
 use self::health::{NatsHealth, NatsState};
 use self::subject::Names;
-use super::SinkError;
 use super::reply::Outboxes;
+use super::{Delivery, SinkError};
 use crate::config::NatsConfig;
 use crate::envelope::Envelope;
 use crate::http::Metrics;
@@ -55,6 +56,8 @@ pub struct NatsSink {
     conn: watch::Receiver<Option<Conn>>,
     health: Arc<NatsHealth>,
     outboxes: Arc<Outboxes>,
+    /// Asks the maintaining task to check the streams again (one went missing).
+    resetup: Arc<Notify>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -79,14 +82,15 @@ impl NatsSink {
         let (events_tx, events) = mpsc::unbounded_channel();
         let options = connect::options(config, health.clone(), events_tx)?;
         let (conn_tx, conn) = watch::channel(None);
-        tasks.spawn(maintain(
-            options,
-            config.clone(),
-            health.clone(),
+        let resetup = Arc::new(Notify::new());
+        let link = Link {
+            config: config.clone(),
+            health: health.clone(),
             events,
             conn_tx,
-            cancel.clone(),
-        ));
+            resetup: resetup.clone(),
+        };
+        tasks.spawn(maintain(options, link, cancel.clone()));
         Ok(Arc::new(Self {
             names: Names {
                 prefix: config.subject_prefix.clone(),
@@ -95,6 +99,7 @@ impl NatsSink {
             conn,
             health,
             outboxes,
+            resetup,
             cancel,
             tasks: tasks.clone(),
         }))
@@ -107,7 +112,7 @@ impl NatsSink {
     /// Publish one envelope and wait for its PubAck, retrying with backoff while NATS is down or
     /// does not answer; Err only when the bridge stops first. Cancel-safe: an envelope dropped
     /// mid-publish is published again from the cursor, and JetStream drops the repeat by its id.
-    pub async fn deliver(&self, envelope: &Envelope) -> Result<(), SinkError> {
+    pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, SinkError> {
         let payload = bytes::Bytes::from(serde_json::to_vec(envelope).map_err(SinkError::Serialize)?);
         let subject = self.names.inbound(&envelope.account);
         self.outboxes
@@ -119,10 +124,13 @@ impl NatsSink {
             let started = Instant::now();
             self.health.pending(&envelope.account, 1);
             let result = tokio::select! {
-                _ = self.cancel.cancelled() => Err("stopping".to_string()),
-                acked = publish(&conn, &subject, &envelope.id, payload.clone()) => acked,
+                _ = self.cancel.cancelled() => None,
+                acked = publish(&conn, &subject, &envelope.id, payload.clone()) => Some(acked),
             };
             self.health.pending(&envelope.account, -1);
+            let Some(result) = result else {
+                return Err(SinkError::Cancelled);
+            };
             match result {
                 Ok(ack) => {
                     let lag = envelope_age(&envelope.timestamp);
@@ -133,12 +141,20 @@ impl NatsSink {
                         info!(account = %envelope.account, id = %escape_controls(&envelope.id), "JetStream took the envelope after {failures} failed attempts");
                         self.health.set_error(None);
                     }
-                    return Ok(());
+                    return Ok(Delivery::Accepted { replies: Vec::new() });
                 }
-                Err(_) if self.cancel.is_cancelled() => return Err(SinkError::Cancelled),
+                // Larger than the server takes: the same envelope would fail forever and stall the
+                // account, so it is dead-lettered like a webhook's 4xx.
+                Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Ok(Delivery::Rejected(format!("NATS refused it: {err}")));
+                }
                 Err(err) => {
+                    if err.kind() == PublishErrorKind::StreamNotFound {
+                        // Deleted under us (or never made on this server): make it again.
+                        self.resetup.notify_one();
+                    }
                     failures += 1;
-                    self.publish_failed(envelope, &err, failures);
+                    self.publish_failed(envelope, &err.to_string(), failures);
                 }
             }
             tokio::select! {
@@ -199,15 +215,14 @@ async fn publish(
     subject: &str,
     id: &str,
     payload: bytes::Bytes,
-) -> Result<async_nats::jetstream::publish::PublishAck, String> {
+) -> Result<async_nats::jetstream::publish::PublishAck, PublishError> {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", id);
     let ack = conn
         .js
         .publish_with_headers(subject.to_string(), headers, payload)
-        .await
-        .map_err(|e| e.to_string())?;
-    ack.await.map_err(|e| e.to_string())
+        .await?;
+    ack.await
 }
 
 /// How old the message behind an envelope is (its RFC 3339 `timestamp` to now).
@@ -218,19 +233,22 @@ fn envelope_age(timestamp: &str) -> Option<Duration> {
         .ok()
 }
 
-/// Connect, make the streams, and hand the connection out; after every reconnect check the
-/// streams again (a server restarted without its store has none) before saying connected.
-async fn maintain(
-    options: async_nats::ConnectOptions,
+/// What the maintaining task works with besides the client options.
+struct Link {
     config: NatsConfig,
     health: Arc<NatsHealth>,
-    mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+    events: mpsc::UnboundedReceiver<async_nats::Event>,
     conn_tx: watch::Sender<Option<Conn>>,
-    cancel: CancellationToken,
-) {
+    resetup: Arc<Notify>,
+}
+
+/// Connect, make the streams, and hand the connection out; after every reconnect (and when a
+/// publish found a stream missing) check the streams again (a server restarted without its store
+/// has none) before saying connected.
+async fn maintain(options: async_nats::ConnectOptions, mut link: Link, cancel: CancellationToken) {
     let client = tokio::select! {
         _ = cancel.cancelled() => return,
-        client = options.connect(config.url.as_str()) => client,
+        client = options.connect(link.config.url.as_str()) => client,
     };
     let client = match client {
         Ok(client) => client,
@@ -240,35 +258,43 @@ async fn maintain(
                 "cannot use the NATS server URL: {}",
                 escape_controls(&err.to_string())
             );
-            health.set_error(Some(err.to_string()));
+            link.health.set_error(Some(err.to_string()));
             return;
         }
     };
-    info!(servers = %health.snapshot().servers, "connecting to NATS (envelopes wait until JetStream takes them)");
+    info!(servers = %link.health.snapshot().servers, "connecting to NATS (envelopes wait until JetStream takes them)");
     loop {
         // Wait for the (re)connection, then make sure the streams exist.
         while client.connection_state() != async_nats::connection::State::Connected {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                event = events.recv() => if event.is_none() { return },
+                event = link.events.recv() => if event.is_none() { return },
             }
         }
-        let Some(conn) = setup(&client, &config, &health, &cancel).await else {
+        let Some(conn) = setup(&client, &link.config, &link.health, &cancel).await else {
             return;
         };
-        conn_tx.send_replace(Some(conn));
-        health.set_state(NatsState::Connected);
-        health.set_error(None);
-        // Until the next connect event: a disconnect moves the state to reconnecting (the callback).
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                event = events.recv() => match event {
-                    None => return,
-                    Some(async_nats::Event::Connected) => break,
-                    Some(_) => {}
-                },
-            }
+        link.conn_tx.send_replace(Some(conn));
+        link.health.set_state(NatsState::Connected);
+        link.health.set_error(None);
+        if !next_setup_due(&mut link, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// Wait for the next reconnect or a request to check the streams; false when stopping. A
+/// disconnect meanwhile moves the state to reconnecting (the event callback).
+async fn next_setup_due(link: &mut Link, cancel: &CancellationToken) -> bool {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = link.resetup.notified() => return true,
+            event = link.events.recv() => match event {
+                None => return false,
+                Some(async_nats::Event::Connected) => return true,
+                Some(_) => {}
+            },
         }
     }
 }
