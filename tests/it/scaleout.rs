@@ -592,7 +592,7 @@ fn the_claim_bucket_the_bridge_creates_lets_a_released_claim_be_taken_again_and_
 }
 
 #[test]
-fn a_stream_deleted_under_a_running_bridge_is_made_again_and_the_envelope_lands() {
+fn streams_deleted_under_a_running_bridge_are_made_again_and_envelopes_and_replies_flow() {
     let nats = NatsServer::start();
     let mac = SimMac::new();
     let api = free_port();
@@ -601,6 +601,7 @@ fn a_stream_deleted_under_a_running_bridge_is_made_again_and_the_envelope_lands(
     crate::natsd::block_on(async {
         let js = crate::natsd::connect(&nats.url()).await;
         js.delete_stream("IMSG").await.unwrap();
+        js.delete_stream("IMSG_REPLIES").await.unwrap();
     });
     let (rowid, id) = inject_message(&mac.db, 3);
     wait_until(
@@ -619,6 +620,19 @@ fn a_stream_deleted_under_a_running_bridge_is_made_again_and_the_envelope_lands(
         [id],
         "the new stream holds the envelope published after it was made again"
     );
+    // The reply stream is back too, and its consumer with it: a reply goes out.
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(&nats.url()).await;
+        let deadline = Instant::now() + PATIENCE;
+        while js.get_stream("IMSG_REPLIES").await.is_err() {
+            assert!(Instant::now() < deadline, "IMSG_REPLIES was not made again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        publish_reply(&js, "after-delete-1", "+15550001111", "after the delete").await;
+    });
+    wait_until(PATIENCE * 2, "the reply after the delete", &[&bridge], || {
+        sent_texts(&mac.db) == ["after the delete"]
+    });
 }
 
 #[test]

@@ -103,6 +103,7 @@ async fn stream_state(js: &jetstream::Context, name: &str) -> Result<StreamState
     }
 }
 
-fn is_not_found(kind: GetStreamErrorKind) -> bool {
+/// Whether `get_stream` failed because the stream does not exist.
+pub(super) fn is_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(err) if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }

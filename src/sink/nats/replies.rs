@@ -90,30 +90,9 @@ async fn consume(
             break Ok(());
         }
         let want = REPLIES_IN_FLIGHT - running.len();
-        let batch = consumer
-            .fetch()
-            .max_messages(want)
-            .expires(PULL_EXPIRES)
-            .messages();
-        let mut batch = match batch.await {
-            Ok(batch) => batch,
-            Err(err) => break Err(err.to_string()),
-        };
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => None,
-                next = batch.next() => next,
-            };
-            match next {
-                None => break,
-                Some(Ok(message)) => {
-                    running.spawn(handle(sink.clone(), conn.clone(), account.to_string(), message));
-                }
-                Some(Err(err)) => {
-                    debug!(account = %account, "pull ended: {err}");
-                    break;
-                }
-            }
+        // A failed pull (the consumer or its stream gone, the connection lost) binds again.
+        if let Err(err) = pull_batch(sink, conn, &consumer, account, want, stop, &mut running).await {
+            break Err(err);
         }
     };
     // Replies being sent finish (their outcome decides ack or nak); a stopping account's outbox is
@@ -122,13 +101,49 @@ async fn consume(
     result
 }
 
+/// Pull up to `want` replies and start handling each.
+async fn pull_batch(
+    sink: &Arc<NatsSink>,
+    conn: &Conn,
+    consumer: &PullConsumer,
+    account: &str,
+    want: usize,
+    stop: &CancellationToken,
+    running: &mut JoinSet<()>,
+) -> Result<(), String> {
+    let batch = consumer
+        .fetch()
+        .max_messages(want)
+        .expires(PULL_EXPIRES)
+        .messages();
+    let mut batch = batch.await.map_err(|e| e.to_string())?;
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            next = batch.next() => next,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Ok(message)) => {
+                running.spawn(handle(sink.clone(), conn.clone(), account.to_string(), message));
+            }
+            Some(Err(err)) => return Err(format!("pull: {err}")),
+        }
+    }
+}
+
 /// The durable consumer every bridge of `account` shares (made when missing).
 async fn bind(sink: &NatsSink, conn: &Conn, account: &str) -> Result<PullConsumer, String> {
-    let stream = conn
-        .js
-        .get_stream(&sink.config.reply_stream)
-        .await
-        .map_err(|e| format!("stream {}: {e}", sink.config.reply_stream))?;
+    let stream = match conn.js.get_stream(&sink.config.reply_stream).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            if super::probe::is_not_found(err.kind()) {
+                // Deleted under us: the maintaining task makes it again.
+                sink.resetup.notify_one();
+            }
+            return Err(format!("stream {}: {err}", sink.config.reply_stream));
+        }
+    };
     let durable = sink.names.durable(account);
     let config = pull::Config {
         durable_name: Some(durable.clone()),
