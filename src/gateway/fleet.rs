@@ -24,8 +24,8 @@ use crate::envelope::EnvelopeContext;
 use crate::http::HttpError;
 use crate::media::roots::OutboundRoots;
 use crate::policy::Settings;
-use crate::sink::Sink;
 use crate::sink::reply::Outboxes;
+use crate::sink::{Sink, SinkSetup};
 use crate::state::CursorStore;
 use crate::transport::control::{self, server};
 use crate::transport::resolve::{self, Plan, ResolveError, SshPlan};
@@ -156,10 +156,13 @@ pub async fn run(
         Some(sink) => sink,
         None => Sink::from_config(
             &config.bridge.agent,
-            options.outboxes.clone(),
-            options.status.metrics.clone(),
-            stop.clone(),
-            &options.tasks,
+            SinkSetup {
+                outboxes: options.outboxes.clone(),
+                metrics: options.status.metrics.clone(),
+                state_dir,
+                cancel: stop.clone(),
+                tasks: &options.tasks,
+            },
         )?,
     };
     if let Sink::Nats(nats) = &sink {

@@ -106,9 +106,10 @@ impl SendError {
 impl From<RpcError> for SendError {
     fn from(err: RpcError) -> Self {
         match err {
-            RpcError::Remote { code, .. } => Self::Refused {
+            RpcError::Remote { code, ref data, .. } => Self::Refused {
                 code,
-                maybe_delivered: code == INTERNAL_ERROR || code == SEND_FAILED,
+                maybe_delivered: (code == INTERNAL_ERROR || code == SEND_FAILED)
+                    && !not_started(data.as_ref()),
                 source: err,
             },
             RpcError::Timeout { .. } => Self::Timeout(err),
@@ -117,6 +118,22 @@ impl From<RpcError> for SendError {
             RpcError::BadResult { .. } => Self::BadAnswer(err),
         }
     }
+}
+
+/// The delivery object current imsg puts in a send's error (docs/agents.md: a failed send).
+#[derive(Debug, serde::Deserialize)]
+struct Delivery {
+    #[serde(default)]
+    retry_safe: bool,
+    #[serde(default)]
+    disposition: String,
+}
+
+/// Whether imsg says the send never started (`disposition: "not_started"`, `retry_safe: true`):
+/// then nothing went out, whatever the code; without that object the code decides.
+fn not_started(data: Option<&serde_json::Value>) -> bool {
+    data.and_then(|data| <Delivery as serde::Deserialize>::deserialize(data).ok())
+        .is_some_and(|d| d.retry_safe && d.disposition == "not_started")
 }
 
 #[cfg(test)]
@@ -164,6 +181,23 @@ mod tests {
             assert_eq!(err.maybe_delivered(), maybe, "{err:?}");
             assert_eq!(err.to_string(), text);
         }
+        let before_dispatch = RpcError::Remote {
+            code: INTERNAL_ERROR,
+            message: "Delivery failed before dispatch".into(),
+            data: Some(
+                serde_json::json!({"retry_safe": true, "disposition": "not_started", "detail": "-1743"}),
+            ),
+        };
+        assert!(
+            !SendError::from(before_dispatch).maybe_delivered(),
+            "imsg says it never started"
+        );
+        let unknown = RpcError::Remote {
+            code: SEND_FAILED,
+            message: "Delivery outcome unknown".into(),
+            data: Some(serde_json::json!({"retry_safe": false, "disposition": "may_have_completed"})),
+        };
+        assert!(SendError::from(unknown).maybe_delivered());
         assert!(matches!(
             SendError::from(remote(SEND_FAILED)),
             SendError::Refused {

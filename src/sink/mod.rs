@@ -64,24 +64,22 @@ impl Sink {
         ))))
     }
 
-    /// The sink `bridge.agent` names. Exec and nats replies are routed through `outboxes`; the exec
-    /// agent's supervisor and the nats connection run on `tasks` until `cancel`. Fails only on
-    /// credentials the nats sink cannot read.
-    pub fn from_config(
-        agent: &crate::config::AgentSink,
-        outboxes: Arc<reply::Outboxes>,
-        metrics: Arc<crate::http::Metrics>,
-        cancel: CancellationToken,
-        tasks: &TaskTracker,
-    ) -> Result<Self, SinkError> {
+    /// The sink `bridge.agent` names, started with `setup`. Fails only on credentials the nats sink
+    /// cannot read.
+    pub fn from_config(agent: &crate::config::AgentSink, setup: SinkSetup<'_>) -> Result<Self, SinkError> {
+        let SinkSetup {
+            outboxes,
+            cancel,
+            tasks,
+            ..
+        } = &setup;
+        let (outboxes, cancel) = (outboxes.clone(), cancel.clone());
         Ok(match agent {
             crate::config::AgentSink::Stdout => Self::stdout(),
             crate::config::AgentSink::Exec { command } => {
                 Sink::Exec(exec::ExecSink::start(command.clone(), outboxes, cancel, tasks))
             }
-            crate::config::AgentSink::Nats(config) => {
-                Sink::Nats(nats::NatsSink::start(config, outboxes, metrics, cancel, tasks)?)
-            }
+            crate::config::AgentSink::Nats(config) => Sink::Nats(nats::NatsSink::start(config, &setup)?),
             crate::config::AgentSink::Webhook {
                 url,
                 headers,
@@ -135,6 +133,18 @@ impl Sink {
             }
         }
     }
+}
+
+/// What a sink starts with: where replies go, the metrics, the state dir, and the tasks it runs
+/// until `cancel`.
+#[derive(Debug)]
+pub struct SinkSetup<'a> {
+    /// Exec and nats replies are routed through these.
+    pub outboxes: Arc<reply::Outboxes>,
+    pub metrics: Arc<crate::http::Metrics>,
+    pub state_dir: &'a std::path::Path,
+    pub cancel: CancellationToken,
+    pub tasks: &'a TaskTracker,
 }
 
 type BoxedWriter = Box<dyn AsyncWrite + Send + Unpin>;

@@ -677,3 +677,126 @@ fn an_envelope_larger_than_the_server_takes_is_dead_lettered_and_the_next_one_la
         bridge.stderr().join("\n")
     );
 }
+
+/// The claim of `key` in the bucket, as JSON, if there is a live one.
+fn claim_record(url: &str, key: &str) -> Option<serde_json::Value> {
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(url).await;
+        let claims = js.get_key_value("IMSG_REPLIES_claims").await.unwrap();
+        let entry = claims.get(key).await.unwrap()?;
+        Some(serde_json::from_slice(&entry).unwrap())
+    })
+}
+
+fn publish_one_reply(url: &str, msg_id: &str, text: &str) {
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(url).await;
+        publish_reply(&js, msg_id, "+15550001111", text).await;
+    });
+}
+
+fn replies_counted(api: u16, outcome: &str, at_least: u64) -> bool {
+    let (_, metrics) = http(api, "GET", "/metrics", Some(TOKEN), None);
+    let prefix = format!("imsg_bridge_nats_replies_total{{account=\"default\",outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .any(|n| n.parse::<u64>().unwrap_or(0) >= at_least)
+}
+
+#[test]
+fn a_send_refused_before_dispatch_gives_its_claim_back_and_goes_out_once_the_mac_takes_it() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let api = free_port();
+    let config = bridge_config(&mac, "refused", &nats.url(), api);
+    // Messages' Automation is denied: imsg refuses every send before anything is written.
+    let denied = Bridge::start_with_env(
+        &config,
+        &["run"],
+        &[("IMSG_BRIDGE_TOKEN", TOKEN), ("IMSG_SIM_FAULT_SEND_FAILS", "1")],
+    );
+    delivers_three(&mac, &denied, api);
+    publish_one_reply(&nats.url(), "refused-1", "after the fix");
+    wait_until(PATIENCE, "the refused send retried", &[&denied], || {
+        replies_counted(api, "retried", 1)
+    });
+    assert_eq!(
+        claim_record(&nats.url(), "default.id.refused-1"),
+        None,
+        "the claim was given back"
+    );
+    assert!(sent_texts(&mac.db).is_empty());
+    drop(denied);
+    // Automation granted: the same reply, delivered again after its backoff, goes out once.
+    let fixed = start_bridge(&config);
+    wait_until(PATIENCE * 2, "the reply after the fix", &[&fixed], || {
+        sent_texts(&mac.db) == ["after the fix"]
+    });
+    let record = claim_record(&nats.url(), "default.id.refused-1").unwrap();
+    assert_eq!(record["state"], "sent", "{record}");
+}
+
+#[test]
+fn a_send_that_may_have_gone_out_keeps_its_claim_and_is_never_sent_again() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let api = free_port();
+    let config = bridge_config(&mac, "unknown", &nats.url(), api);
+    // The reply stream made beforehand with a 1 s duplicate window, so the worker's repeat below
+    // reaches the bridge instead of being dropped by JetStream (the bridge keeps existing streams).
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(&nats.url()).await;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "IMSG_REPLIES".into(),
+            subjects: vec!["imsg.out.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    // osascript "times out" after the message was written: the outcome is unknown to the bridge.
+    let bridge = Bridge::start_with_env(
+        &config,
+        &["run"],
+        &[("IMSG_BRIDGE_TOKEN", TOKEN), ("IMSG_SIM_FAULT_SEND_UNKNOWN", "1")],
+    );
+    delivers_three(&mac, &bridge, api);
+    publish_one_reply(&nats.url(), "unknown-1", "maybe sent");
+    wait_until(PATIENCE, "the uncertain send settled", &[&bridge], || {
+        replies_counted(api, "refused", 1)
+    });
+    let record = claim_record(&nats.url(), "default.id.unknown-1").unwrap();
+    assert_eq!(record["state"], "uncertain", "{record}");
+    // The worker publishing it again, outside the reply stream's window, changes nothing.
+    std::thread::sleep(Duration::from_millis(1500));
+    publish_one_reply(&nats.url(), "unknown-1", "maybe sent");
+    wait_until(PATIENCE, "the repeat skipped", &[&bridge], || {
+        replies_counted(api, "skipped_claimed", 1)
+    });
+    assert_eq!(
+        sent_texts(&mac.db),
+        ["maybe sent"],
+        "written once, by the first attempt"
+    );
+}
+
+#[test]
+fn a_bridge_that_stopped_mid_send_names_the_reply_at_its_next_start() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let config = bridge_config(&mac, "midsend", &nats.url(), free_port());
+    // What a bridge killed between its claim and the end of the send leaves in its state dir.
+    let record = mac.dir.path().join("state-midsend/nats/inflight-default.json");
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::fs::write(&record, r#"["reply:imessage:default:G-7"]"#).unwrap();
+    let bridge = start_bridge(&config);
+    wait_until(PATIENCE, "the report of the claimed reply", &[&bridge], || {
+        bridge.stderr().iter().any(|l| {
+            l.contains("reply reply:imessage:default:G-7 was claimed by this bridge before it stopped")
+        })
+    });
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "[]", "reported once");
+}

@@ -9,6 +9,7 @@
 
 pub mod connect;
 pub mod health;
+mod inflight;
 pub mod probe;
 mod replies;
 pub mod subject;
@@ -27,10 +28,9 @@ use self::connect::{Conn, NatsError};
 use self::health::{NatsHealth, NatsState};
 use self::subject::Names;
 use super::reply::Outboxes;
-use super::{Delivery, SinkError};
+use super::{Delivery, SinkError, SinkSetup};
 use crate::config::NatsConfig;
 use crate::envelope::Envelope;
-use crate::http::Metrics;
 use crate::util::backoff::{Backoff, Schedule};
 use crate::util::escape::escape_controls;
 
@@ -56,6 +56,10 @@ pub struct NatsSink {
     conn: watch::Receiver<Option<Conn>>,
     health: Arc<NatsHealth>,
     outboxes: Arc<Outboxes>,
+    /// Where each account's claimed, unsettled replies are recorded.
+    state_dir: std::path::PathBuf,
+    /// Each serving account's record of them, opened by its reply puller.
+    inflight: std::sync::Mutex<std::collections::HashMap<String, Arc<inflight::Inflight>>>,
     /// Asks the maintaining task to check the streams again (one went missing).
     resetup: Arc<Notify>,
     cancel: CancellationToken,
@@ -71,14 +75,9 @@ impl std::fmt::Debug for NatsSink {
 impl NatsSink {
     /// Start connecting (in the background: a server that is down is waited for, not an error)
     /// until `cancel`; fails only on credentials or TLS files that cannot be read.
-    pub fn start(
-        config: &NatsConfig,
-        outboxes: Arc<Outboxes>,
-        metrics: Arc<Metrics>,
-        cancel: CancellationToken,
-        tasks: &TaskTracker,
-    ) -> Result<Arc<Self>, NatsError> {
-        let health = Arc::new(NatsHealth::new(config, metrics));
+    pub fn start(config: &NatsConfig, setup: &SinkSetup<'_>) -> Result<Arc<Self>, NatsError> {
+        let health = Arc::new(NatsHealth::new(config, setup.metrics.clone()));
+        let (cancel, tasks) = (setup.cancel.clone(), setup.tasks);
         let (events_tx, events) = mpsc::unbounded_channel();
         let options = connect::options(config, health.clone(), events_tx)?;
         let (conn_tx, conn) = watch::channel(None);
@@ -98,7 +97,9 @@ impl NatsSink {
             config: config.clone(),
             conn,
             health,
-            outboxes,
+            outboxes: setup.outboxes.clone(),
+            state_dir: setup.state_dir.to_path_buf(),
+            inflight: std::sync::Mutex::default(),
             resetup,
             cancel,
             tasks: tasks.clone(),
@@ -192,6 +193,27 @@ impl NatsSink {
     pub fn serve_replies(self: &Arc<Self>, account: &str, stop: CancellationToken) {
         self.tasks
             .spawn(replies::pull(self.clone(), account.to_string(), stop));
+    }
+
+    /// Open `account`'s record of claimed replies and report what an earlier run left claimed and
+    /// unsettled: it stopped mid-send, so each may or may not have reached the Mac.
+    fn open_inflight(&self, account: &str) -> Arc<inflight::Inflight> {
+        let (record, leftovers) = inflight::Inflight::open(&self.state_dir, account);
+        for id in leftovers {
+            warn!(
+                account = %account, reply = %escape_controls(&id),
+                "reply {} was claimed by this bridge before it stopped and its send was never recorded; it may or may not have reached the Mac, so it is not sent again (at most once)",
+                escape_controls(&id)
+            );
+        }
+        let record = Arc::new(record);
+        crate::util::lock(&self.inflight).insert(account.to_string(), record.clone());
+        record
+    }
+
+    /// `account`'s record of claimed replies (opened when its puller started).
+    fn inflight_of(&self, account: &str) -> Option<Arc<inflight::Inflight>> {
+        crate::util::lock(&self.inflight).get(account).cloned()
     }
 
     /// The connection once it is up with its streams; waits while it is not.

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::NatsSink;
 use super::connect::{Conn, instance};
+use super::inflight::Inflight;
 use super::subject::ReplyId;
 use crate::outbound::SendError;
 use crate::sink::reply::{AgentReply, RouteError, SendOutcome};
@@ -37,6 +38,9 @@ pub const REPLIES_IN_FLIGHT: usize = 8;
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// Deliveries of a reply to an envelope this bridge does not know yet before it is given up.
 const UNKNOWN_ENVELOPE_TRIES: i64 = 5;
+/// Deliveries of a reply whose sends keep failing before reaching the Mac (about 6 minutes of
+/// backoff) before it is given up.
+const SEND_ATTEMPTS: i64 = 10;
 /// Deliveries after which a claim whose holder never recorded the send counts as lost.
 const LOST_CLAIM_DELIVERIES: i64 = 3;
 const RESTART: Schedule = Schedule {
@@ -48,6 +52,7 @@ const RESTART: Schedule = Schedule {
 
 /// Pull `account`'s replies until `stop`, starting over (with backoff) when the consumer fails.
 pub(super) async fn pull(sink: Arc<NatsSink>, account: String, stop: CancellationToken) {
+    sink.open_inflight(&account);
     let mut backoff = Backoff::new(RESTART);
     loop {
         let conn = tokio::select! {
@@ -242,7 +247,8 @@ async fn send_reply(
             return finish(message, AckKind::Term, Outcome::Refused).await;
         }
     };
-    let claim = Arc::new(Claim::new(conn.claims.clone(), id.claim_key(account)));
+    let record = sink.inflight_of(account).map(|record| (record, id.to_string()));
+    let claim = Arc::new(Claim::new(conn.claims.clone(), id.claim_key(account), record));
     let (done, outcome) = oneshot::channel();
     outgoing.done = Some(done);
     outgoing.gate = Some(Box::pin({
@@ -259,7 +265,13 @@ async fn send_reply(
         .await;
     }
     let result = wait_with_progress(message, outcome).await;
-    settle(account, &id, delivered, &claim, message, result).await
+    // The account stopped with the reply claimed: the send may have begun, so it stays recorded.
+    let unknown = result.is_none() && matches!(claim.verdict(), Verdict::Claimed);
+    let outcome = settle(account, &id, delivered, &claim, message, result).await;
+    if !unknown {
+        claim.settled();
+    }
+    outcome
 }
 
 /// Wait for the account's loop to send (or hold back) the reply, telling JetStream meanwhile that
@@ -310,6 +322,11 @@ async fn settle(
         (Some(Err(err)), _) if err.maybe_delivered() => {
             claim.mark(ClaimState::Uncertain).await;
             warn!(account = %account, reply = %id, "the reply may or may not have reached the Mac ({err}); its claim stays, so it is never sent again");
+            finish(message, AckKind::Term, Outcome::Refused).await
+        }
+        (Some(Err(err)), _) if transient(&err) && delivered >= SEND_ATTEMPTS => {
+            claim.release().await;
+            warn!(account = %account, reply = %id, "giving up on the reply after {delivered} attempts: {err}");
             finish(message, AckKind::Term, Outcome::Refused).await
         }
         (Some(Err(err)), _) if transient(&err) => {
@@ -364,7 +381,11 @@ async fn existing_claim(
             )
             .await
         }
-        ClaimState::Sending | ClaimState::Uncertain => {
+        ClaimState::Uncertain => {
+            info!(account = %account, reply = %id, by = %escape_controls(&record.bridge), "reply {id} may have gone out already (its send's outcome was unknown); not sending it again");
+            finish(message, AckKind::Term, Outcome::SkippedClaimed).await
+        }
+        ClaimState::Sending => {
             warn!(
                 account = %account, reply = %id, by = %escape_controls(&record.bridge), claimed_at = record.at,
                 "reply {id} was claimed by {} and that bridge stopped before it recorded the send; it may or may not have reached the Mac, so it is not sent again (at most once)",
@@ -375,9 +396,22 @@ async fn existing_claim(
     }
 }
 
-/// Sends that failed before anything reached the Mac and may work later.
+/// imsg's code for a request that is wrong in itself (an unknown chat, a bad parameter).
+const INVALID_PARAMS: i64 = -32602;
+
+/// Sends that failed before anything was sent and may work later: no connection, an upload that
+/// failed, or imsg refusing for a reason of the Mac's (Messages' Automation permission) rather
+/// than of the reply.
 fn transient(err: &SendError) -> bool {
-    matches!(err, SendError::NotConnected(_) | SendError::Upload { .. })
+    match err {
+        SendError::NotConnected(_) | SendError::Upload { .. } => true,
+        SendError::Refused {
+            code,
+            maybe_delivered: false,
+            ..
+        } => *code != INVALID_PARAMS,
+        _ => false,
+    }
 }
 
 /// 2 s doubling per delivery, at most a minute.
@@ -429,19 +463,29 @@ enum Verdict {
     Unavailable,
 }
 
-/// One reply's claim in the shared bucket.
+/// One reply's claim in the shared bucket, and in this bridge's record of unsettled claims.
 struct Claim {
     store: kv::Store,
     key: String,
     verdict: Mutex<Verdict>,
+    /// The account's record and the reply's id as it is reported.
+    record: Option<(Arc<Inflight>, String)>,
 }
 
 impl Claim {
-    fn new(store: kv::Store, key: String) -> Self {
+    fn new(store: kv::Store, key: String, record: Option<(Arc<Inflight>, String)>) -> Self {
         Self {
             store,
             key,
             verdict: Mutex::new(Verdict::Untried),
+            record,
+        }
+    }
+
+    /// Done with, one way or another: no longer reported at the next start.
+    fn settled(&self) {
+        if let Some((record, id)) = &self.record {
+            record.remove(id);
         }
     }
 
@@ -457,6 +501,10 @@ impl Claim {
 
     /// Create-only: Ok when this bridge now holds the reply.
     async fn take(&self) -> Result<(), String> {
+        // Recorded before the claim exists, so no claim of ours can miss the next start's report.
+        if let Some((record, id)) = &self.record {
+            record.add(id);
+        }
         let created = self
             .store
             .create(&self.key, Self::record(ClaimState::Sending))
@@ -464,6 +512,7 @@ impl Claim {
         let (verdict, result) = match created {
             Ok(_) => (Verdict::Claimed, Ok(())),
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.settled();
                 let record = self.read().await;
                 (
                     Verdict::Taken(record),
@@ -533,6 +582,23 @@ mod tests {
             "held sends are settled by their claim"
         );
         assert!(!transient(&SendError::Empty));
+        let refused = |code, maybe_delivered| SendError::Refused {
+            code,
+            maybe_delivered,
+            source: rpc(),
+        };
+        assert!(
+            transient(&refused(-32603, false)),
+            "Automation denied: the Mac's doing, retried"
+        );
+        assert!(
+            !transient(&refused(-32602, false)),
+            "an unknown chat fails the same way again"
+        );
+        assert!(
+            !transient(&refused(-32001, true)),
+            "may have gone out: never retried"
+        );
         assert!(
             SendError::ConnectionLost(rpc()).maybe_delivered(),
             "never retried: it may have gone out"
