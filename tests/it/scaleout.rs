@@ -800,3 +800,23 @@ fn a_bridge_that_stopped_mid_send_names_the_reply_at_its_next_start() {
     });
     assert_eq!(std::fs::read_to_string(&record).unwrap(), "[]", "reported once");
 }
+
+#[test]
+fn replies_to_one_chat_go_out_in_the_order_workers_published_them() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let api = free_port();
+    let bridge = start_bridge(&bridge_config(&mac, "order", &nats.url(), api));
+    delivers_three(&mac, &bridge, api);
+    let texts: Vec<String> = (0..40).map(|i| format!("part {i:02}")).collect();
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(&nats.url()).await;
+        for (i, text) in texts.iter().enumerate() {
+            publish_reply(&js, &format!("ordered-{i}"), "+15550001111", text).await;
+        }
+    });
+    wait_until(PATIENCE * 2, "every part sent", &[&bridge], || {
+        sent_texts(&mac.db).len() >= texts.len()
+    });
+    assert_eq!(sent_texts(&mac.db), texts, "sent in the order published");
+}

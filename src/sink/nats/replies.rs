@@ -130,7 +130,15 @@ async fn pull_batch(
         match next {
             None => return Ok(()),
             Some(Ok(message)) => {
-                running.spawn(handle(sink.clone(), conn.clone(), account.to_string(), message));
+                // Queued here, one after the other, so the outbox sends replies in the order the
+                // workers published them; only the waits run side by side.
+                sink.health.pending(account, 1);
+                match queue_reply(sink, conn, account, message).await {
+                    Ok(queued) => {
+                        running.spawn(complete(sink.clone(), account.to_string(), queued));
+                    }
+                    Err(outcome) => counted(sink, account, outcome),
+                }
             }
             Some(Err(err)) => return Err(format!("pull: {err}")),
         }
@@ -191,11 +199,19 @@ impl Outcome {
     }
 }
 
-async fn handle(sink: Arc<NatsSink>, conn: Conn, account: String, message: async_nats::jetstream::Message) {
-    sink.health.pending(&account, 1);
-    let outcome = send_reply(&sink, &conn, &account, &message).await;
-    sink.health.pending(&account, -1);
-    sink.health.metrics.inc_nats_replies(&account, outcome.as_str());
+/// One pulled reply settled: no longer pending, counted by outcome.
+fn counted(sink: &NatsSink, account: &str, outcome: Outcome) {
+    sink.health.pending(account, -1);
+    sink.health.metrics.inc_nats_replies(account, outcome.as_str());
+}
+
+/// A reply in the account's outbox, waiting for its send.
+struct Queued {
+    message: async_nats::jetstream::Message,
+    id: ReplyId,
+    delivered: i64,
+    claim: Arc<Claim>,
+    outcome: oneshot::Receiver<SendOutcome>,
 }
 
 /// The reply's id and how often JetStream delivered it.
@@ -217,34 +233,37 @@ fn identify(message: &async_nats::jetstream::Message) -> (ReplyId, i64) {
     (id, delivered)
 }
 
-async fn send_reply(
+/// Parse, address and queue one pulled reply; `Err` with its outcome when it was settled at once
+/// (malformed, unaddressable, or the outbox full).
+async fn queue_reply(
     sink: &NatsSink,
     conn: &Conn,
     account: &str,
-    message: &async_nats::jetstream::Message,
-) -> Outcome {
-    let (id, delivered) = identify(message);
-    let reply: AgentReply = match serde_json::from_slice(&message.payload) {
+    message: async_nats::jetstream::Message,
+) -> Result<Queued, Outcome> {
+    let (id, delivered) = identify(&message);
+    let message_ref = &message;
+    let reply: AgentReply = match serde_json::from_slice(&message_ref.payload) {
         Ok(reply) => reply,
         Err(err) => {
             warn!(account = %account, reply = %id, "dropping a reply that is not reply JSON: {err}");
-            return finish(message, AckKind::Term, Outcome::Refused).await;
+            return Err(finish(message_ref, AckKind::Term, Outcome::Refused).await);
         }
     };
     let mut outgoing = match sink.outboxes.resolve(reply, account) {
         Ok((_, outgoing)) => outgoing,
         Err(RouteError::UnknownEnvelope(envelope)) if delivered < UNKNOWN_ENVELOPE_TRIES => {
             debug!(account = %account, reply = %id, envelope = %escape_controls(&envelope), "reply to an envelope not seen here yet; later");
-            return finish(
-                message,
+            return Err(finish(
+                message_ref,
                 AckKind::Nak(Some(retry_delay(delivered))),
                 Outcome::Retried,
             )
-            .await;
+            .await);
         }
         Err(err) => {
             warn!(account = %account, reply = %id, "dropping the reply: {err} (give replies a \"to\", the envelope's)");
-            return finish(message, AckKind::Term, Outcome::Refused).await;
+            return Err(finish(message_ref, AckKind::Term, Outcome::Refused).await);
         }
     };
     let record = sink.inflight_of(account).map(|record| (record, id.to_string()));
@@ -257,21 +276,39 @@ async fn send_reply(
     }));
     if let Err(err) = sink.outboxes.queue(account, outgoing) {
         debug!(account = %account, reply = %id, "cannot queue the reply now: {err}");
-        return finish(
-            message,
+        return Err(finish(
+            message_ref,
             AckKind::Nak(Some(retry_delay(delivered))),
             Outcome::Retried,
         )
-        .await;
+        .await);
     }
-    let result = wait_with_progress(message, outcome).await;
+    Ok(Queued {
+        message,
+        id,
+        delivered,
+        claim,
+        outcome,
+    })
+}
+
+/// Wait for the account's loop to send (or hold back) a queued reply, then settle it.
+async fn complete(sink: Arc<NatsSink>, account: String, queued: Queued) {
+    let Queued {
+        message,
+        id,
+        delivered,
+        claim,
+        outcome,
+    } = queued;
+    let result = wait_with_progress(&message, outcome).await;
     // The account stopped with the reply claimed: the send may have begun, so it stays recorded.
     let unknown = result.is_none() && matches!(claim.verdict(), Verdict::Claimed);
-    let outcome = settle(account, &id, delivered, &claim, message, result).await;
+    let outcome = settle(&account, &id, delivered, &claim, &message, result).await;
     if !unknown {
         claim.settled();
     }
-    outcome
+    counted(&sink, &account, outcome);
 }
 
 /// Wait for the account's loop to send (or hold back) the reply, telling JetStream meanwhile that
