@@ -285,6 +285,23 @@ pub struct NatsConfig {
     pub tls: Option<NatsTls>,
 }
 
+#[cfg(test)]
+impl NatsConfig {
+    /// The documented defaults with `url`, for tests.
+    pub fn example(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            stream: "IMSG".into(),
+            reply_stream: "IMSG_REPLIES".into(),
+            subject_prefix: "imsg".into(),
+            duplicate_window: std::time::Duration::from_secs(600),
+            token_env: None,
+            credentials_file: None,
+            tls: None,
+        }
+    }
+}
+
 // A URL may carry `user:password@`: Debug shows the servers without it.
 impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

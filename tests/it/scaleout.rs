@@ -265,11 +265,7 @@ fn a_bridge_started_before_its_server_says_connecting_holds_its_cursor_and_deliv
     wait_until(PATIENCE * 4, "the burst in the stream", &[&bridge], || {
         status_json(api)["accounts"]["default"]["status"]["cursor"] == rows.last().unwrap().0
     });
-    let stored = read_stream(&url, "IMSG");
-    let ids: Vec<String> = stored
-        .iter()
-        .map(|m| m.msg_id.clone().unwrap_or_default())
-        .collect();
+    let ids = stored_ids(&url);
     let want: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(ids, want, "each message once, in order, after the server came up");
     let status = status_json(api);
@@ -604,17 +600,8 @@ fn streams_deleted_under_a_running_bridge_are_made_again_and_envelopes_and_repli
         js.delete_stream("IMSG_REPLIES").await.unwrap();
     });
     let (rowid, id) = inject_message(&mac.db, 3);
-    wait_until(
-        PATIENCE,
-        "the envelope after the stream was deleted",
-        &[&bridge],
-        || status_json(api)["accounts"]["default"]["status"]["cursor"] == rowid,
-    );
-    let stored = read_stream(&nats.url(), "IMSG");
-    let ids: Vec<String> = stored
-        .iter()
-        .map(|m| m.msg_id.clone().unwrap_or_default())
-        .collect();
+    wait_for_cursor(&bridge, api, rowid, "the envelope after the stream was deleted");
+    let ids = stored_ids(&nats.url());
     assert_eq!(
         ids,
         [id],
@@ -653,17 +640,8 @@ fn an_envelope_larger_than_the_server_takes_is_dead_lettered_and_the_next_one_la
     };
     inject(&mac.db, &big).unwrap();
     let (rowid, id) = inject_message(&mac.db, 1);
-    wait_until(
-        PATIENCE,
-        "the small envelope after the big one",
-        &[&bridge],
-        || status_json(api)["accounts"]["default"]["status"]["cursor"] == rowid,
-    );
-    let stored = read_stream(&nats.url(), "IMSG");
-    let ids: Vec<String> = stored
-        .iter()
-        .map(|m| m.msg_id.clone().unwrap_or_default())
-        .collect();
+    wait_for_cursor(&bridge, api, rowid, "the small envelope after the big one");
+    let ids = stored_ids(&nats.url());
     assert_eq!(ids, [id], "only the one that fits");
     let letters = mac.dir.path().join("state-big/dead-letter/default");
     let kept: Vec<_> = std::fs::read_dir(&letters).unwrap().collect();
@@ -819,4 +797,19 @@ fn replies_to_one_chat_go_out_in_the_order_workers_published_them() {
         sent_texts(&mac.db).len() >= texts.len()
     });
     assert_eq!(sent_texts(&mac.db), texts, "sent in the order published");
+}
+
+/// The `Nats-Msg-Id`s of stream IMSG, in stream order.
+fn stored_ids(url: &str) -> Vec<String> {
+    read_stream(url, "IMSG")
+        .into_iter()
+        .map(|m| m.msg_id.unwrap_or_default())
+        .collect()
+}
+
+/// Wait until the bridge's cursor reached `rowid`: everything up to it has its PubAck.
+fn wait_for_cursor(bridge: &Bridge, api: u16, rowid: i64, what: &str) {
+    wait_until(PATIENCE, what, &[bridge], || {
+        status_json(api)["accounts"]["default"]["status"]["cursor"] == rowid
+    });
 }

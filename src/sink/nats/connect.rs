@@ -300,14 +300,8 @@ mod tests {
     #[test]
     fn an_unset_token_variable_stops_the_start_with_its_name() {
         let config = NatsConfig {
-            url: "nats://127.0.0.1:4222".into(),
-            stream: "IMSG".into(),
-            reply_stream: "IMSG_REPLIES".into(),
-            subject_prefix: "imsg".into(),
-            duplicate_window: Duration::from_secs(600),
             token_env: Some("IMSG_BRIDGE_TEST_UNSET_NATS_TOKEN".into()),
-            credentials_file: None,
-            tls: None,
+            ..NatsConfig::example("nats://127.0.0.1:4222")
         };
         let health = Arc::new(NatsHealth::new(&config, Arc::new(crate::http::Metrics::new())));
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();

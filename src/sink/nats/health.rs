@@ -195,16 +195,7 @@ mod tests {
 
     #[test]
     fn the_configs_debug_form_never_shows_a_password_in_the_url() {
-        let config = NatsConfig {
-            url: "nats://bob:s3cret@a:4222".into(),
-            stream: "IMSG".into(),
-            reply_stream: "IMSG_REPLIES".into(),
-            subject_prefix: "imsg".into(),
-            duplicate_window: Duration::from_secs(600),
-            token_env: None,
-            credentials_file: None,
-            tls: None,
-        };
+        let config = NatsConfig::example("nats://bob:s3cret@a:4222");
         let debug = format!("{:?}", crate::config::AgentSink::Nats(Box::new(config)));
         assert!(
             !debug.contains("s3cret") && debug.contains("nats://a:4222"),
@@ -222,16 +213,7 @@ mod tests {
 
     #[test]
     fn the_status_names_the_window_and_flags_a_lag_beyond_it() {
-        let config = NatsConfig {
-            url: "nats://a:4222".into(),
-            stream: "IMSG".into(),
-            reply_stream: "IMSG_REPLIES".into(),
-            subject_prefix: "imsg".into(),
-            duplicate_window: Duration::from_secs(600),
-            token_env: None,
-            credentials_file: None,
-            tls: None,
-        };
+        let config = NatsConfig::example("nats://a:4222");
         let health = NatsHealth::new(&config, Arc::new(Metrics::new()));
         assert_eq!(health.state(), NatsState::Connecting);
         health.acked(
