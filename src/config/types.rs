@@ -302,11 +302,31 @@ impl NatsConfig {
     }
 }
 
+impl NatsConfig {
+    /// The server URLs without the `user:password@` any of them may carry: what status, logs and
+    /// Debug show.
+    pub fn servers(&self) -> String {
+        self.url
+            .split(',')
+            .map(|url| {
+                let url = url.trim();
+                let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                match scheme {
+                    "" => host.to_string(),
+                    scheme => format!("{scheme}://{host}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 // A URL may carry `user:password@`: Debug shows the servers without it.
 impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsConfig")
-            .field("url", &crate::sink::nats::health::redact_userinfo(&self.url))
+            .field("url", &self.servers())
             .field("stream", &self.stream)
             .field("reply_stream", &self.reply_stream)
             .field("subject_prefix", &self.subject_prefix)

@@ -67,18 +67,14 @@ impl Sink {
     /// The sink `bridge.agent` names, started with `setup`. Fails only on credentials the nats sink
     /// cannot read.
     pub fn from_config(agent: &crate::config::AgentSink, setup: SinkSetup<'_>) -> Result<Self, SinkError> {
-        let SinkSetup {
-            outboxes,
-            cancel,
-            tasks,
-            ..
-        } = &setup;
-        let (outboxes, cancel) = (outboxes.clone(), cancel.clone());
         Ok(match agent {
             crate::config::AgentSink::Stdout => Self::stdout(),
-            crate::config::AgentSink::Exec { command } => {
-                Sink::Exec(exec::ExecSink::start(command.clone(), outboxes, cancel, tasks))
-            }
+            crate::config::AgentSink::Exec { command } => Sink::Exec(exec::ExecSink::start(
+                command.clone(),
+                setup.outboxes.clone(),
+                setup.cancel.clone(),
+                setup.tasks,
+            )),
             crate::config::AgentSink::Nats(config) => Sink::Nats(nats::NatsSink::start(config, &setup)?),
             crate::config::AgentSink::Webhook {
                 url,
@@ -88,7 +84,7 @@ impl Sink {
                 url,
                 headers.clone(),
                 Duration::from_millis(*timeout_ms),
-                cancel,
+                setup.cancel.clone(),
             ))),
         })
     }

@@ -67,7 +67,7 @@ impl NatsHealth {
     pub fn new(config: &NatsConfig, metrics: Arc<Metrics>) -> Self {
         let window = config.duplicate_window.as_secs();
         let status = NatsStatus {
-            servers: redact_userinfo(&config.url),
+            servers: config.servers(),
             stream: config.stream.clone(),
             reply_stream: config.reply_stream.clone(),
             subject_prefix: config.subject_prefix.clone(),
@@ -172,23 +172,6 @@ impl NatsHealth {
     }
 }
 
-/// `nats://user:pass@host:4222,…` without the `user:pass@` of any URL: status and logs never show
-/// credentials.
-pub fn redact_userinfo(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let url = url.trim();
-            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            match scheme {
-                "" => host.to_string(),
-                scheme => format!("{scheme}://{host}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,10 +188,8 @@ mod tests {
 
     #[test]
     fn server_urls_lose_their_credentials_and_keep_the_rest() {
-        assert_eq!(
-            redact_userinfo("nats://bob:s3cret@a:4222, tls://tok@b:4223,c:4222"),
-            "nats://a:4222,tls://b:4223,c:4222"
-        );
+        let config = NatsConfig::example("nats://bob:s3cret@a:4222, tls://tok@b:4223,c:4222");
+        assert_eq!(config.servers(), "nats://a:4222,tls://b:4223,c:4222");
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl NatsSink {
 
     /// Open `account`'s record of claimed replies and report what an earlier run left claimed and
     /// unsettled: it stopped mid-send, so each may or may not have reached the Mac.
-    fn open_inflight(&self, account: &str) -> Arc<inflight::Inflight> {
+    fn open_inflight(&self, account: &str) {
         let (record, leftovers) = inflight::Inflight::open(&self.state_dir, account);
         for id in leftovers {
             warn!(
@@ -206,9 +206,7 @@ impl NatsSink {
                 escape_controls(&id)
             );
         }
-        let record = Arc::new(record);
-        crate::util::lock(&self.inflight).insert(account.to_string(), record.clone());
-        record
+        crate::util::lock(&self.inflight).insert(account.to_string(), Arc::new(record));
     }
 
     /// `account`'s record of claimed replies (opened when its puller started).

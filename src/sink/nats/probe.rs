@@ -7,7 +7,6 @@ use async_nats::ConnectOptions;
 use async_nats::jetstream::{self, context::GetStreamErrorKind};
 
 use super::connect::{NatsError, refusal_line, with_login};
-use super::health::redact_userinfo;
 use crate::config::NatsConfig;
 
 /// How long `doctor` waits for the server.
@@ -39,7 +38,7 @@ pub struct Probe {
 /// Connect once (no background retries), look at both streams, and compare the duplicate window
 /// with `replay_max_age`, the oldest row a catch-up publishes.
 pub async fn probe(config: &NatsConfig, replay_max_age: Duration) -> Result<Probe, NatsError> {
-    let servers = redact_userinfo(&config.url);
+    let servers = config.servers();
     let options = with_login(ConnectOptions::new(), config)?;
     let client = match tokio::time::timeout(PROBE_TIMEOUT, options.connect(config.url.as_str())).await {
         Ok(Ok(client)) => client,

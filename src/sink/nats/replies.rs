@@ -28,12 +28,12 @@ use crate::util::escape::escape_controls;
 use crate::util::lock;
 
 /// How long JetStream waits for an ack before it hands a reply to another bridge (docs/scale-out.md).
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(30);
 /// While a reply waits in the account's outbox (its connection is down), this often JetStream hears
 /// that it is still being worked on, so it is not handed to another bridge meanwhile.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Replies of one account pulled and not yet acked, at most.
-pub const REPLIES_IN_FLIGHT: usize = 8;
+const REPLIES_IN_FLIGHT: usize = 8;
 /// How long one pull waits for replies before it asks again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// Deliveries of a reply to an envelope this bridge does not know yet before it is given up.
@@ -242,12 +242,11 @@ async fn queue_reply(
     message: async_nats::jetstream::Message,
 ) -> Result<Queued, Outcome> {
     let (id, delivered) = identify(&message);
-    let message_ref = &message;
-    let reply: AgentReply = match serde_json::from_slice(&message_ref.payload) {
+    let reply: AgentReply = match serde_json::from_slice(&message.payload) {
         Ok(reply) => reply,
         Err(err) => {
             warn!(account = %account, reply = %id, "dropping a reply that is not reply JSON: {err}");
-            return Err(finish(message_ref, AckKind::Term, Outcome::Refused).await);
+            return Err(finish(&message, AckKind::Term, Outcome::Refused).await);
         }
     };
     let mut outgoing = match sink.outboxes.resolve(reply, account) {
@@ -255,7 +254,7 @@ async fn queue_reply(
         Err(RouteError::UnknownEnvelope(envelope)) if delivered < UNKNOWN_ENVELOPE_TRIES => {
             debug!(account = %account, reply = %id, envelope = %escape_controls(&envelope), "reply to an envelope not seen here yet; later");
             return Err(finish(
-                message_ref,
+                &message,
                 AckKind::Nak(Some(retry_delay(delivered))),
                 Outcome::Retried,
             )
@@ -263,7 +262,7 @@ async fn queue_reply(
         }
         Err(err) => {
             warn!(account = %account, reply = %id, "dropping the reply: {err} (give replies a \"to\", the envelope's)");
-            return Err(finish(message_ref, AckKind::Term, Outcome::Refused).await);
+            return Err(finish(&message, AckKind::Term, Outcome::Refused).await);
         }
     };
     let record = sink.inflight_of(account).map(|record| (record, id.to_string()));
@@ -277,7 +276,7 @@ async fn queue_reply(
     if let Err(err) = sink.outboxes.queue(account, outgoing) {
         debug!(account = %account, reply = %id, "cannot queue the reply now: {err}");
         return Err(finish(
-            message_ref,
+            &message,
             AckKind::Nak(Some(retry_delay(delivered))),
             Outcome::Retried,
         )
