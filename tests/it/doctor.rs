@@ -40,7 +40,7 @@ fn config_with(sshd: &Sshd, mac: &SimMac, cli: &Path, extra: &str) -> PathBuf {
 }
 
 /// Run doctor with `--json`; returns (exit code, checks by id).
-fn doctor(config: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+pub(crate) fn doctor(config: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
     run_doctor(config, extra, &[])
 }
 
@@ -64,7 +64,7 @@ fn run_doctor(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i3
     (out.status.code(), report["checks"].as_array().unwrap().clone())
 }
 
-fn check<'a>(checks: &'a [Value], id: &str) -> &'a Value {
+pub(crate) fn check<'a>(checks: &'a [Value], id: &str) -> &'a Value {
     checks
         .iter()
         .find(|c| c["id"] == id)

@@ -45,7 +45,15 @@ fn bridge_config_with(mac: &SimMac, name: &str, url: &str, port: u16, extra_agen
 }
 
 fn start_bridge(config: &Path) -> Bridge {
-    Bridge::start_with_env(config, &["run"], &[("IMSG_BRIDGE_TOKEN", TOKEN)])
+    start_bridge_with(config, None)
+}
+
+/// `run` with the control API's token and one more environment variable (a fault knob of imsg-sim,
+/// which inherits it).
+fn start_bridge_with(config: &Path, env: Option<(&str, &str)>) -> Bridge {
+    let mut vars = vec![("IMSG_BRIDGE_TOKEN", TOKEN)];
+    vars.extend(env);
+    Bridge::start_with_env(config, &["run"], &vars)
 }
 
 /// The example worker, built by `cargo test --all-targets` beside the test binary.
@@ -473,18 +481,8 @@ fn a_reply_whose_claim_outlived_its_bridge_is_logged_by_id_and_never_sent_and_a_
 
 /// `doctor --json`'s `agent.nats` row: (status, detail, remedy).
 fn doctor_nats_row(config: &Path) -> (String, String, String) {
-    let out = Command::new(crate::support::imsg_bridge_bin())
-        .args(["--config", config.to_str().unwrap(), "doctor", "--json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let row = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "agent.nats")
-        .unwrap_or_else(|| panic!("no agent.nats row: {report}"))
-        .clone();
+    let (_, checks) = crate::doctor::doctor(config, &[]);
+    let row = crate::doctor::check(&checks, "agent.nats");
     let text = |key: &str| row[key].as_str().unwrap_or_default().to_string();
     (text("status"), text("detail"), text("remedy"))
 }
@@ -689,11 +687,7 @@ fn a_send_refused_before_dispatch_gives_its_claim_back_and_goes_out_once_the_mac
     let api = free_port();
     let config = bridge_config(&mac, "refused", &nats.url(), api);
     // Messages' Automation is denied: imsg refuses every send before anything is written.
-    let denied = Bridge::start_with_env(
-        &config,
-        &["run"],
-        &[("IMSG_BRIDGE_TOKEN", TOKEN), ("IMSG_SIM_FAULT_SEND_FAILS", "1")],
-    );
+    let denied = start_bridge_with(&config, Some(("IMSG_SIM_FAULT_SEND_FAILS", "1")));
     delivers_three(&mac, &denied, api);
     publish_one_reply(&nats.url(), "refused-1", "after the fix");
     wait_until(PATIENCE, "the refused send retried", &[&denied], || {
@@ -736,11 +730,7 @@ fn a_send_that_may_have_gone_out_keeps_its_claim_and_is_never_sent_again() {
         .unwrap();
     });
     // osascript "times out" after the message was written: the outcome is unknown to the bridge.
-    let bridge = Bridge::start_with_env(
-        &config,
-        &["run"],
-        &[("IMSG_BRIDGE_TOKEN", TOKEN), ("IMSG_SIM_FAULT_SEND_UNKNOWN", "1")],
-    );
+    let bridge = start_bridge_with(&config, Some(("IMSG_SIM_FAULT_SEND_UNKNOWN", "1")));
     delivers_three(&mac, &bridge, api);
     publish_one_reply(&nats.url(), "unknown-1", "maybe sent");
     wait_until(PATIENCE, "the uncertain send settled", &[&bridge], || {
