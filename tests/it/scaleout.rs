@@ -803,3 +803,44 @@ fn wait_for_cursor(bridge: &Bridge, api: u16, rowid: i64, what: &str) {
         status_json(api)["accounts"]["default"]["status"]["cursor"] == rowid
     });
 }
+
+#[test]
+fn replies_waiting_for_a_mac_that_is_down_stay_within_the_in_flight_bound() {
+    let nats = NatsServer::start();
+    let mac = SimMac::new();
+    let api = free_port();
+    let config = bridge_config(&mac, "bound", &nats.url(), api);
+    // The Mac is unreachable: imsg cannot start, so nothing takes replies out of the outbox.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cli = imsg_sim_bin().display().to_string();
+    std::fs::write(&config, text.replace(&cli, "/nonexistent/imsg")).unwrap();
+    let bridge = start_bridge(&config);
+    wait_until(PATIENCE, "pulling replies", &[&bridge], || {
+        bridge.stderr().iter().any(|l| l.contains("pulling replies"))
+    });
+    crate::natsd::block_on(async {
+        let js = crate::natsd::connect(&nats.url()).await;
+        for i in 0..40 {
+            publish_reply(&js, &format!("waiting-{i}"), "+15550001111", &format!("w{i}")).await;
+        }
+    });
+    let ack_pending = || {
+        crate::natsd::block_on(async {
+            let js = crate::natsd::connect(&nats.url()).await;
+            let mut consumer = js
+                .get_stream("IMSG_REPLIES")
+                .await
+                .unwrap()
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("imsg-bridge-default")
+                .await
+                .unwrap();
+            consumer.info().await.unwrap().num_ack_pending
+        })
+    };
+    wait_until(PATIENCE, "eight replies taken", &[&bridge], || ack_pending() == 8);
+    // And no more later: the rest wait in the stream, not in the bridge.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ack_pending(), 8, "pulled and unacked replies stay at the bound");
+    assert_eq!(status_json(api)["nats"]["pendingAcks"]["default"], 8);
+    assert!(sent_texts(&mac.db).is_empty());
+}
